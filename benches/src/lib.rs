@@ -1,0 +1,74 @@
+//! Inputs shared by Osprey's benches: realistic log lines and metric series.
+//!
+//! Log lines come from the Loghub samples in `testdata/loghub/` (real system logs; see the
+//! LICENSE there), so compression and parsing costs are those of real text, not of repeated
+//! synthetic strings.
+
+use osprey_protocol::logproto::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
+use osprey_protocol::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use std::path::PathBuf;
+
+/// The repository's `testdata/loghub` directory.
+pub fn loghub_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/loghub")
+}
+
+/// Every line of every Loghub sample, CR stripped, in file order.
+pub fn loghub_lines() -> Vec<String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(loghub_dir())
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
+        .unwrap_or_default();
+    names.sort();
+    let mut out = Vec::new();
+    for p in names {
+        let bytes = std::fs::read(&p).unwrap_or_default();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            out.push(line.trim_end_matches('\r').to_string());
+        }
+    }
+    out
+}
+
+/// A push request of about `target_bytes` of line text, spread over 10 streams as an agent
+/// tailing 10 files would send it.
+pub fn push_request(target_bytes: usize) -> PushRequest {
+    let lines = loghub_lines();
+    let mut streams: Vec<StreamAdapter> = (0..10)
+        .map(|i| StreamAdapter {
+            labels: format!(r#"{{filename="/var/log/app{i}.log", host="bench-host", job="varlogs"}}"#),
+            entries: vec![],
+            hash: 0,
+        })
+        .collect();
+    let mut bytes = 0;
+    let mut i = 0usize;
+    while bytes < target_bytes && !lines.is_empty() {
+        let line = &lines[i % lines.len()];
+        bytes += line.len();
+        streams[i % 10].entries.push(EntryAdapter {
+            timestamp: Some(Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + i as i64)),
+            line: line.clone(),
+            structured_metadata: vec![],
+        });
+        i += 1;
+    }
+    PushRequest { streams }
+}
+
+/// A remote_write request of `n` node_exporter-like series with one sample each.
+pub fn write_request(n: usize) -> WriteRequest {
+    let timeseries = (0..n)
+        .map(|i| TimeSeries {
+            labels: vec![
+                Label::new("__name__", format!("node_metric_{}", i % 500)),
+                Label::new("cpu", (i / 500 % 64).to_string()),
+                Label::new("host", format!("host-{}", i / 32_000)),
+                Label::new("job", "node"),
+                Label::new("mode", ["user", "system", "idle", "iowait"][i % 4]),
+            ],
+            samples: vec![Sample { value: i as f64 * 1.5, timestamp: 1_700_000_000_000 }],
+            exemplars: vec![],
+        })
+        .collect();
+    WriteRequest { timeseries, metadata: vec![] }
+}

@@ -1,0 +1,100 @@
+//! `/loki/api/v1/push` and `/api/v1/write`.
+
+use super::{AppState, tenant, text_error};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use osprey_protocol::{gzip, logproto, prompb, push_json};
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Loki push: protobuf + snappy, or JSON (optionally gzip). 204 when stored; 400 with Loki's
+/// messages for invalid streams or entries (the valid ones are stored first).
+pub async fn loki_push(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let limit = state.cfg.server.max_decompressed_bytes;
+    if body.is_empty() {
+        state.telemetry.reject("push", "empty_body");
+        return text_error(StatusCode::BAD_REQUEST, "empty push body");
+    }
+    let content_type = header_str(&headers, header::CONTENT_TYPE).to_ascii_lowercase();
+    let encoding = header_str(&headers, header::CONTENT_ENCODING).to_ascii_lowercase();
+    let body = if encoding == "gzip" {
+        match gzip::decompress(&body, limit) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                state.telemetry.reject("push", "bad_gzip");
+                return text_error(StatusCode::BAD_REQUEST, e.to_string());
+            }
+        }
+    } else {
+        body
+    };
+    let req = if content_type.starts_with("application/json") {
+        push_json::decode(&body).map_err(|e| format!("invalid JSON push body: {e}"))
+    } else {
+        logproto::decode_push_request(&body, limit).map_err(|e| e.to_string())
+    };
+    let req = match req {
+        Ok(r) => r,
+        Err(msg) => {
+            state.telemetry.reject("push", "bad_body");
+            return text_error(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    let tenant = tenant(&headers, &state);
+    match state.logs.push(&tenant, req).await {
+        Ok(outcome) if outcome.refused.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        Ok(outcome) => {
+            let shown: Vec<&str> = outcome.refused.iter().take(10).map(String::as_str).collect();
+            let more = outcome.refused.len().saturating_sub(shown.len());
+            let mut msg = shown.join("\n");
+            if more > 0 {
+                msg.push_str(&format!("\n(and {more} more errors)"));
+            }
+            text_error(StatusCode::BAD_REQUEST, msg)
+        }
+        Err(e) => {
+            state.telemetry.reject("push", "storage_error");
+            tracing::error!(error = %e, "push could not be stored");
+            text_error(StatusCode::SERVICE_UNAVAILABLE, format!("push could not be stored: {e}"))
+        }
+    }
+}
+
+/// Prometheus remote_write 1.0: 204 when stored, 400 for invalid data (valid series kept),
+/// 429 when over the series limit.
+pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let limit = state.cfg.server.max_decompressed_bytes;
+    let encoding = header_str(&headers, header::CONTENT_ENCODING);
+    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("snappy") {
+        state.telemetry.reject("remote_write", "bad_encoding");
+        return text_error(
+            StatusCode::BAD_REQUEST,
+            format!("unsupported Content-Encoding {encoding:?}: remote_write bodies are snappy-compressed"),
+        );
+    }
+    let req = match prompb::decode_write_request(&body, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            state.telemetry.reject("remote_write", "bad_body");
+            return text_error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let outcome = state.series.ingest(req);
+    if !outcome.invalid.is_empty() {
+        return text_error(StatusCode::BAD_REQUEST, outcome.invalid.join("\n"));
+    }
+    if outcome.over_limit > 0 {
+        return text_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} new series refused: the collector holds its maximum of {} series (metrics.max_series)",
+                outcome.over_limit, state.cfg.metrics.max_series
+            ),
+        );
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

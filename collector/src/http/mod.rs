@@ -1,0 +1,109 @@
+//! The collector's HTTP API: one router, Loki and Prometheus paths side by side (they do not
+//! collide), so Grafana's Loki and Prometheus data sources can both point at the same URL.
+
+mod ingest;
+mod loki;
+mod prom;
+
+use crate::State;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub type AppState = Arc<State>;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.cfg.server.max_body_bytes;
+    Router::new()
+        .route("/loki/api/v1/push", post(ingest::loki_push))
+        .route("/api/v1/write", post(ingest::remote_write))
+        .route("/api/v1/push", post(ingest::remote_write))
+        .route("/loki/api/v1/query_range", get(loki::query_range).post(loki::query_range))
+        .route("/federate", get(prom::federate))
+        .route("/metrics", get(prom::self_metrics))
+        .route("/ready", get(ready))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_oversized))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn ready() -> &'static str {
+    "ready\n"
+}
+
+/// Records per-endpoint latency.
+async fn observe(axum::extract::State(state): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = req.extensions().get::<MatchedPath>().map(|p| endpoint_name(p.as_str())).unwrap_or("other");
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .telemetry
+        .request_seconds
+        .get_or_create(&crate::telemetry::EndpointLabels { endpoint })
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Refuses a body whose declared length is over `server.max_body_bytes` from the headers alone,
+/// before reading any of it (a client that sent `Expect: 100-continue` never sends it). Bodies
+/// without a declared length are cut at the same bound by `DefaultBodyLimit`.
+async fn refuse_oversized(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = state.cfg.server.max_body_bytes;
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > limit as u64
+    {
+        state.telemetry.reject(endpoint_name(req.uri().path()), "body_too_large");
+        let mut resp = text_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {len} bytes is over the limit of {limit} bytes (server.max_body_bytes)"),
+        );
+        resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return resp;
+    }
+    next.run(req).await
+}
+
+/// Static names for the endpoints we route, so the label has bounded cardinality.
+fn endpoint_name(path: &str) -> &'static str {
+    match path {
+        "/loki/api/v1/push" => "loki_push",
+        "/api/v1/write" | "/api/v1/push" => "remote_write",
+        "/loki/api/v1/query_range" => "loki_query_range",
+        "/federate" => "federate",
+        "/metrics" => "metrics",
+        "/ready" => "ready",
+        _ => "other",
+    }
+}
+
+/// The tenant of a request: `X-Scope-OrgID`, or the configured default.
+pub fn tenant(headers: &HeaderMap, state: &State) -> String {
+    headers
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(&state.cfg.logs.default_tenant)
+        .to_string()
+}
+
+/// A plain-text error response, as Loki and the remote_write spec answer.
+pub fn text_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut body = message.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}

@@ -1,0 +1,170 @@
+//! `osprey`: one binary for the agent, the collector, and the tools around them.
+
+mod query;
+mod up;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use osprey_config::{AgentConfig, CollectorConfig, Role};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "osprey",
+    version,
+    about = "Host observability: a light agent and a collector speaking Prometheus and Loki"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: tail logs, collect host metrics, ship them to a collector.
+    Agent {
+        /// The agent's TOML config file.
+        #[arg(long, short, default_value = "/etc/osprey/agent.toml")]
+        config: PathBuf,
+        /// Print the complete default configuration and exit.
+        #[arg(long)]
+        print_default_config: bool,
+    },
+    /// Run the collector: ingest, store and serve logs and metrics.
+    Collector {
+        /// The collector's TOML config file.
+        #[arg(long, short, default_value = "/etc/osprey/collector.toml")]
+        config: PathBuf,
+        /// Print the complete default configuration and exit.
+        #[arg(long)]
+        print_default_config: bool,
+    },
+    /// Run a collector and an agent on this host with working defaults, no config needed.
+    Up(up::UpArgs),
+    /// Search the collector's logs (LogQL).
+    Query(query::QueryArgs),
+    /// Check a config file; print each problem as FILE:LINE:COL: key: problem.
+    Validate {
+        file: PathBuf,
+        /// Which kind of config the file is; guessed from its sections when omitted.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Agent,
+    Collector,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("osprey: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { file, role } => {
+            let role = role.map(|r| match r {
+                RoleArg::Agent => Role::Agent,
+                RoleArg::Collector => Role::Collector,
+            });
+            match osprey_config::validate_file(&file, role) {
+                Ok(role) => {
+                    println!("{}: valid {} config", file.display(), role.as_str());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Agent { print_default_config: true, .. } => {
+            print!("{}", toml_of(&AgentConfig::default())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Collector { print_default_config: true, .. } => {
+            print!("{}", toml_of(&CollectorConfig::default())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent { config, .. } => {
+            let cfg = osprey_config::load_agent(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            init_logging();
+            runtime()?.block_on(async move {
+                let agent = osprey_agent::start(cfg).await?;
+                announce("agent", agent.addr);
+                wait_for_signal().await;
+                agent.shutdown(Duration::from_secs(10)).await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Collector { config, .. } => {
+            let cfg = osprey_config::load_collector(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            init_logging();
+            runtime()?.block_on(async move {
+                let collector = osprey_collector::start(cfg).await?;
+                announce("collector", collector.addr);
+                wait_for_signal().await;
+                collector.shutdown().await?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Up(args) => {
+            init_logging();
+            runtime()?.block_on(up::run(args))
+        }
+        Command::Query(args) => runtime()?.block_on(query::run(args)),
+    }
+}
+
+/// One line on stdout once listening, for supervisors and test harnesses (a port of 0 in the
+/// config picks a free port; this line says which).
+fn announce(role: &str, addr: std::net::SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "osprey {role} listening on http://{addr}");
+    let _ = out.flush();
+}
+
+fn toml_of<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    toml::to_string_pretty(value).context("cannot render the default configuration")
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,232 @@
+//! Shared test harness: start real `osprey` processes and real peers on 127.0.0.1 with temp
+//! dirs and free ports, and talk HTTP to them.
+//!
+//! Every process is started with a kill-on-drop guard, so a failing test never leaves a daemon
+//! behind. Nothing here is mocked: the binaries are the ones users run.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn osprey_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_osprey")
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    /// Lines the process printed on stdout after the ones the harness consumed.
+    pub stdout: Option<mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Spawns `cmd` with stdout piped and waits for a stdout line containing `marker`; returns the
+/// process and that line. Stderr goes to `log` so failures can be diagnosed.
+pub fn spawn_until(name: &str, mut cmd: Command, marker: &str, log: &Path, timeout: Duration) -> (Proc, String) {
+    let log_file = std::fs::File::create(log).expect("create log file");
+    cmd.stdout(Stdio::piped()).stderr(log_file).stdin(Stdio::null());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut proc = Proc { child, name: name.to_string(), stdout: None };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(marker) => {
+                proc.stdout = Some(rx);
+                return (proc, line);
+            }
+            Ok(_) => continue,
+            Err(_) => {
+                let status = proc.child.try_wait().ok().flatten();
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("{name} did not print {marker:?} within {timeout:?} (exit: {status:?}); stderr:\n{log}");
+            }
+        }
+    }
+}
+
+/// Extracts `http://host:port` (without any path) from a line.
+pub fn url_in(line: &str) -> String {
+    let start = line.find("http://").expect("line has a URL");
+    let url = line[start..].split_whitespace().next().expect("URL");
+    let end = url[7..].find('/').map_or(url.len(), |i| i + 7);
+    url[..end].to_string()
+}
+
+/// `osprey up` with its own data dir, free ports, and the given include globs.
+pub struct Up {
+    pub proc: Proc,
+    pub collector: String,
+    pub agent: String,
+}
+
+impl Up {
+    pub fn start(data_dir: &Path, includes: &[String], log: &Path) -> Up {
+        let mut cmd = Command::new(osprey_bin());
+        cmd.arg("up").arg("--data-dir").arg(data_dir).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--metrics-interval",
+            "1s",
+        ]);
+        for i in includes {
+            cmd.arg("--include").arg(i);
+        }
+        let (mut proc, first) = spawn_until("osprey up", cmd, "osprey up: collector", log, Duration::from_secs(30));
+        let collector = url_in(&first);
+        let rx = proc.stdout.take().expect("stdout");
+        let agent_line = rx.recv_timeout(Duration::from_secs(10)).expect("agent line");
+        proc.stdout = Some(rx);
+        Up { proc, collector, agent: url_in(&agent_line) }
+    }
+}
+
+/// Writes `config` to `dir/collector.toml` and starts `osprey collector` on it.
+pub fn start_collector(dir: &Path, config: &str) -> (Proc, String) {
+    let path = dir.join("collector.toml");
+    std::fs::write(&path, config).expect("write collector config");
+    let mut cmd = Command::new(osprey_bin());
+    cmd.arg("collector").arg("--config").arg(&path);
+    let (proc, line) = spawn_until(
+        "osprey collector",
+        cmd,
+        "osprey collector listening",
+        &dir.join("collector.log"),
+        Duration::from_secs(60),
+    );
+    (proc, url_in(&line))
+}
+
+/// Writes `config` to `dir/agent.toml` and starts `osprey agent` on it.
+pub fn start_agent(dir: &Path, config: &str) -> (Proc, String) {
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, config).expect("write agent config");
+    let mut cmd = Command::new(osprey_bin());
+    cmd.arg("agent").arg("--config").arg(&path);
+    let (proc, line) =
+        spawn_until("osprey agent", cmd, "osprey agent listening", &dir.join("agent.log"), Duration::from_secs(30));
+    (proc, url_in(&line))
+}
+
+/// A free TCP port on 127.0.0.1 (for peers that cannot be told to use port 0).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// GET; returns the status and the body.
+pub fn get(url: &str) -> (u16, String) {
+    match agent().get(url).call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// POST with headers; returns the status and the body.
+pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send(body) {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Retries `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `osprey` with `args`; returns (exit code, stdout, stderr).
+pub fn osprey(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(osprey_bin()).args(args).output().expect("run osprey");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Path of a Debian peer binary; panics with the install hint when it is missing, because a
+/// test that silently skips its peer proves nothing.
+pub fn peer_bin(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{name} is not installed: run scripts/install-test-deps (apt-get install prometheus prometheus-node-exporter victoria-metrics)"
+    );
+}
+
+/// A minimal collector config for tests: loopback, free port, data in `dir`.
+pub fn collector_config(dir: &Path, extra: &str) -> String {
+    format!("data_dir = {:?}\n\n[server]\nlisten = \"127.0.0.1:0\"\n{extra}", dir.join("data").display().to_string())
+}
