@@ -40,6 +40,17 @@ impl LogQuery {
     pub fn keep_line(&self, line: &str) -> bool {
         self.filters.iter().all(|f| f.keep(line))
     }
+
+    /// Byte strings every kept line must contain (the `|=` filters): hints for the store.
+    pub fn required_literals(&self) -> Vec<Vec<u8>> {
+        self.filters
+            .iter()
+            .filter_map(|f| match f {
+                LineFilter::Contains(finder) => Some(finder.needle().to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 fn unanchored_regex(input: &str, at: usize, pattern: &str) -> Result<Regex, ParseError> {

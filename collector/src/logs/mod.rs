@@ -8,4 +8,4 @@
 pub mod record;
 pub mod store;
 
-pub use store::{LogStore, PushOutcome, QueryRequest, QueryResult, StreamResult};
+pub use store::{LogStore, PushOutcome, QueryRequest, QueryResult, ScanRequest, ScanStats, SharedLabels, StreamResult};

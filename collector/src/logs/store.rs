@@ -2,6 +2,7 @@
 
 use super::record;
 use crate::logql::LogQuery;
+use crate::selector::Selector;
 use crate::telemetry::Telemetry;
 use crate::wal::{self, Wal, WalError, WalOptions};
 use osprey_config::CollectorConfig;
@@ -9,6 +10,7 @@ use osprey_protocol::logproto::PushRequest;
 use osprey_protocol::loki_labels;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,15 +141,32 @@ impl LogStore {
         Ok(out)
     }
 
-    /// Runs a log query. Blocking: call it from `spawn_blocking`.
-    pub fn query(&self, req: &QueryRequest) -> Result<QueryResult, StoreError> {
-        let started = Instant::now();
-        let mut result = QueryResult::default();
+    /// Visits every entry of `req.tenant` whose stream matches `req.selector` and whose
+    /// timestamp is in `[start_ns, end_ns)`. Blocking: call it from `spawn_blocking`.
+    ///
+    /// This is the contract between the store and the query engine:
+    /// - Entries come in **no particular order** across streams (within one stream, in ingest
+    ///   order). The engine orders (top-k for log queries) or aggregates (metric queries).
+    /// - `line_hints` are byte strings every wanted line contains (from `|=` filters). The store
+    ///   may use them to skip data and may still deliver lines without them; the engine always
+    ///   re-checks its filters.
+    /// - `backward` says which end the engine wants first; the store may use it to visit newer
+    ///   data first so that a `Break` from the visitor saves work.
+    /// - The visitor returns `ControlFlow::Break(())` to stop the scan early.
+    pub fn scan(
+        &self,
+        req: &ScanRequest,
+        visit: &mut dyn FnMut(&SharedLabels, &record::Entry<'_>) -> ControlFlow<()>,
+    ) -> Result<ScanStats, StoreError> {
+        let mut stats = ScanStats::default();
         // Canonical labels -> parsed labels if the selector matches, None if it does not.
         let mut streams: HashMap<String, Option<SharedLabels>> = HashMap::new();
-        let mut top = TopK::new(req.limit, req.backward);
         let mut problem = None;
+        let mut stopped = false;
         wal::read_committed(&self.wal.segments(), |_, payload| {
+            if stopped {
+                return;
+            }
             let push = match record::decode(payload) {
                 Ok(p) => p,
                 Err(e) => {
@@ -161,17 +180,18 @@ impl LogStore {
             for s in &push.streams {
                 let matched = streams.entry(s.labels.to_string()).or_insert_with(|| {
                     let labels = loki_labels::parse(s.labels).ok()?;
-                    req.query.selector.matches_pairs(&labels).then(|| Arc::new(labels))
+                    req.selector.matches_pairs(&labels).then(|| Arc::new(labels))
                 });
                 let Some(labels) = matched else { continue };
                 for e in &s.entries {
                     if e.ts_ns < req.start_ns || e.ts_ns >= req.end_ns {
                         continue;
                     }
-                    result.lines_scanned += 1;
-                    result.bytes_scanned += e.line.len() as u64;
-                    if req.query.keep_line(e.line) && top.admits(e.ts_ns) {
-                        top.push(e.ts_ns, labels, e.line);
+                    stats.lines_scanned += 1;
+                    stats.bytes_scanned += e.line.len() as u64;
+                    if visit(labels, e).is_break() {
+                        stopped = true;
+                        return;
                     }
                 }
             }
@@ -179,10 +199,80 @@ impl LogStore {
         if let Some(e) = problem {
             tracing::error!(error = %e, "undecodable record in the WAL; skipped");
         }
-        result.streams = top.into_streams();
-        result.exec_time = started.elapsed();
-        Ok(result)
+        Ok(stats)
     }
+
+    /// The streams of `tenant` with entries in `[start_ns, end_ns)` that match `selector`
+    /// (all streams when `None`), sorted by labels. Blocking.
+    pub fn series(
+        &self,
+        tenant: &str,
+        selector: Option<&Selector>,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<SharedLabels>, StoreError> {
+        let everything = Selector::default();
+        let req = ScanRequest {
+            tenant: tenant.to_string(),
+            selector: selector.cloned().unwrap_or(everything),
+            start_ns,
+            end_ns,
+            backward: false,
+            line_hints: vec![],
+        };
+        let mut seen: HashMap<*const Vec<(String, String)>, SharedLabels> = HashMap::new();
+        self.scan(&req, &mut |labels, _| {
+            seen.entry(Arc::as_ptr(labels)).or_insert_with(|| labels.clone());
+            ControlFlow::Continue(())
+        })?;
+        let mut out: Vec<SharedLabels> = seen.into_values().collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Runs a log query (selector + line filters, top `limit` by time). Blocking.
+    pub fn query(&self, req: &QueryRequest) -> Result<QueryResult, StoreError> {
+        let started = Instant::now();
+        let mut top = TopK::new(req.limit, req.backward);
+        let scan = ScanRequest {
+            tenant: req.tenant.clone(),
+            selector: req.query.selector.clone(),
+            start_ns: req.start_ns,
+            end_ns: req.end_ns,
+            backward: req.backward,
+            line_hints: req.query.required_literals(),
+        };
+        let stats = self.scan(&scan, &mut |labels, e| {
+            if req.query.keep_line(e.line) && top.admits(e.ts_ns) {
+                top.push(e.ts_ns, labels, e.line);
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(QueryResult {
+            streams: top.into_streams(),
+            lines_scanned: stats.lines_scanned,
+            bytes_scanned: stats.bytes_scanned,
+            exec_time: started.elapsed(),
+        })
+    }
+}
+
+/// What [`LogStore::scan`] visits.
+#[derive(Clone, Debug)]
+pub struct ScanRequest {
+    pub tenant: String,
+    pub selector: Selector,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub backward: bool,
+    pub line_hints: Vec<Vec<u8>>,
+}
+
+/// Work done by a scan (for Loki's `stats`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanStats {
+    pub lines_scanned: u64,
+    pub bytes_scanned: u64,
 }
 
 struct Hit {
