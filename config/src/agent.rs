@@ -199,13 +199,14 @@ pub struct HostMetrics {
     pub rootfs_path: PathBuf,
     /// Directory of `*.prom` files to expose (node_exporter's textfile collector). Empty: none.
     pub textfile_directory: String,
-    /// Mount points to skip (regex, anchored); node_exporter's default.
+    /// Mount points to skip (regex). The exclusion defaults are those of Debian's
+    /// `prometheus-node-exporter` 1.5, which is what hosts run today.
     pub filesystem_mount_points_exclude: String,
-    /// File system types to skip (regex, anchored); node_exporter's default.
+    /// File system types to skip (regex).
     pub filesystem_fs_types_exclude: String,
-    /// Block devices to skip in diskstats (regex, anchored); node_exporter's default.
+    /// Block devices to skip in diskstats (regex).
     pub diskstats_device_exclude: String,
-    /// Network devices to skip in netdev (regex, anchored). Empty: none.
+    /// Network devices to skip in netdev (regex). Empty: none.
     pub netdev_device_exclude: String,
 }
 
@@ -219,10 +220,10 @@ impl Default for HostMetrics {
             sys_path: PathBuf::from("/sys"),
             rootfs_path: PathBuf::from("/"),
             textfile_directory: String::new(),
-            filesystem_mount_points_exclude: "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".into(),
+            filesystem_mount_points_exclude: "^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".into(),
             filesystem_fs_types_exclude: "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$".into(),
             diskstats_device_exclude: "^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$".into(),
-            netdev_device_exclude: String::new(),
+            netdev_device_exclude: "^lo$".into(),
         }
     }
 }
