@@ -7,6 +7,7 @@
 pub mod host;
 pub mod pipeline;
 pub mod queue;
+pub mod scrape;
 pub mod sink;
 pub mod tail;
 pub mod telemetry;
@@ -141,18 +142,19 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
         }
         let queue = Arc::new(queue);
         let rw = sender("remote_write", out.remote_write_url(), &osprey_protocol::prompb::REMOTE_WRITE_HEADERS)?;
-        tasks.push(tokio::spawn(sink::remote_write::run_encoder(
-            queue.clone(),
-            metric_rx,
-            rw_cfg.batch_max_samples,
-            shutdown.clone(),
-        )));
+        tasks.push(tokio::spawn(sink::remote_write::run_encoder(queue.clone(), metric_rx, rw_cfg.batch_max_samples)));
         tasks.push(tokio::spawn(sink::remote_write::run_sender(
             rw,
             queue,
             rw_cfg.max_concurrent_requests,
             shutdown.clone(),
         )));
+    }
+    if !cfg.scrape.jobs.is_empty() {
+        let jobs = scrape::jobs(&cfg.scrape)?;
+        let metrics = scrape::ScrapeMetrics::default();
+        metrics.register(registry.sub_registry_with_prefix("osprey_agent"));
+        tasks.push(tokio::spawn(scrape::run(jobs, metric_tx.clone(), shutdown.clone(), metrics)));
     }
     if cfg.host_metrics.enabled {
         let collectors = Arc::new(Mutex::new(host::HostCollectors::new(&cfg.host_metrics)?));

@@ -36,20 +36,13 @@ pub struct Batch {
     pub series: Vec<TimeSeries>,
 }
 
-/// Encodes batches from `rx` into the queue until the channel closes or shutdown is signalled.
-pub async fn run_encoder(
-    queue: Arc<DiskQueue>,
-    mut rx: mpsc::Receiver<Batch>,
-    batch_max_samples: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Encodes batches from `rx` into the queue until every producer is gone. It does not stop on
+/// shutdown by itself: producers stop first and drop their senders, so whatever they already
+/// produced still reaches the disk (nothing collected is lost to a graceful restart).
+pub async fn run_encoder(queue: Arc<DiskQueue>, mut rx: mpsc::Receiver<Batch>, batch_max_samples: usize) {
     let mut encoder = snap::raw::Encoder::new();
     let mut raw = Vec::new();
-    loop {
-        let batch = tokio::select! {
-            b = rx.recv() => match b { Some(b) => b, None => break },
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
+    while let Some(batch) = rx.recv().await {
         let mut series = batch.series;
         while !series.is_empty() {
             let rest = take_samples(&mut series, batch_max_samples.max(1));

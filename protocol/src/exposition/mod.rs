@@ -8,7 +8,7 @@
 
 pub mod parse;
 
-pub use parse::{Entry, Format, MetricKind, ParseError, Parser, Sample};
+pub use parse::{Entry, Format, MetricKind, ParseError, Parser, SCRAPE_ACCEPT, Sample};
 
 use std::fmt::Write as _;
 
