@@ -77,7 +77,8 @@ fn samples_survive_a_receiver_outage_and_an_agent_restart() {
     let agent_dir = d.join("agent");
     std::fs::create_dir_all(&agent_dir).unwrap();
     let (mut agent, _) = start_agent(&agent_dir, &config);
-    eventually(Duration::from_secs(30), || (exported(vm_port).len() >= 3).then_some(())).expect("samples reach the receiver");
+    eventually(Duration::from_secs(30), || (exported(vm_port).len() >= 3).then_some(()))
+        .expect("samples reach the receiver");
 
     // Receiver down for about a minute; the agent restarts half way through.
     assert!(vm.terminate(Duration::from_secs(30)).is_some(), "victoria-metrics stops");

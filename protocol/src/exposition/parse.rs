@@ -151,14 +151,19 @@ impl<'a> Iterator for Labels<'a> {
     type Item = (&'a str, Cow<'a, str>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let s = self.rest.trim_start_matches([' ', '\t', ',']);
+        let rb = self.rest.as_bytes();
+        let mut skip = 0;
+        while skip < rb.len() && matches!(rb[skip], b' ' | b'\t' | b',') {
+            skip += 1;
+        }
+        let s = &self.rest[skip..];
         if s.is_empty() {
             self.rest = s;
             return None;
         }
         let b = s.as_bytes();
         let mut i = 0;
-        while i < b.len() && is_name_byte(b[i]) {
+        while i < b.len() && is_label_byte(b[i]) {
             i += 1;
         }
         let name = &s[..i];
@@ -172,12 +177,44 @@ impl<'a> Iterator for Labels<'a> {
     }
 }
 
+/// Byte classes, one table lookup per byte on the hot path.
+const NAME_START: u8 = 1;
+const NAME: u8 = 2;
+const LABEL: u8 = 4;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let alpha = c.is_ascii_alphabetic() || c == b'_';
+        let digit = c.is_ascii_digit();
+        if alpha || c == b':' {
+            t[i] |= NAME_START | NAME;
+        }
+        if digit {
+            t[i] |= NAME;
+        }
+        if alpha || digit {
+            t[i] |= LABEL;
+        }
+        i += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+    CLASS[b as usize] & NAME_START != 0
 }
 
+#[inline]
 fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+    CLASS[b as usize] & NAME != 0
+}
+
+#[inline]
+fn is_label_byte(b: u8) -> bool {
+    CLASS[b as usize] & LABEL != 0
 }
 
 fn is_label_start(b: u8) -> bool {
@@ -192,8 +229,21 @@ fn is_blank(b: u8) -> bool {
 /// and the bytes used including the closing quote, or the byte offset of the problem.
 fn scan_quoted(s: &str) -> Result<(Cow<'_, str>, usize), (usize, &'static str)> {
     let b = s.as_bytes();
-    let Some(end) = memchr::memchr3(b'"', b'\\', b'\n', b) else {
-        return Err((b.len(), "expected a closing '\"' before the end of the line"));
+    // Label values are short: a plain loop beats memchr3's setup for the first bytes.
+    let mut end = 0;
+    while end < b.len() && end < 32 && !matches!(b[end], b'"' | b'\\' | b'\n') {
+        end += 1;
+    }
+    let end = if end < 32 || end == b.len() {
+        if end == b.len() {
+            return Err((b.len(), "expected a closing '\"' before the end of the line"));
+        }
+        end
+    } else {
+        match memchr::memchr3(b'"', b'\\', b'\n', &b[end..]) {
+            Some(n) => end + n,
+            None => return Err((b.len(), "expected a closing '\"' before the end of the line")),
+        }
     };
     match b[end] {
         b'"' => return Ok((Cow::Borrowed(&s[..end]), end + 1)),
@@ -238,6 +288,41 @@ pub fn parse_float(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     if b.is_empty() || b.len() > 64 {
         return None;
+    }
+    // Fast path (Clinger): up to 15 significant digits with an optional fraction is an exact
+    // integer divided by an exact power of ten, and IEEE division rounds correctly.
+    let (neg, digits) = match b[0] {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if !digits.is_empty() && digits.len() <= 16 {
+        let mut mantissa: u64 = 0;
+        let mut frac_digits: i32 = -1;
+        let mut n = 0;
+        let mut ok = true;
+        for &c in digits {
+            match c {
+                b'0'..=b'9' => {
+                    mantissa = mantissa * 10 + (c - b'0') as u64;
+                    n += 1;
+                    if frac_digits >= 0 {
+                        frac_digits += 1;
+                    }
+                }
+                b'.' if frac_digits < 0 => frac_digits = 0,
+                _ => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok && n > 0 && n <= 15 {
+            const POW10: [f64; 16] =
+                [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+            let v = mantissa as f64 / POW10[frac_digits.max(0) as usize];
+            return Some(if neg { -v } else { v });
+        }
     }
     // Rust's parser takes "NaN", "+Inf", "-Inf", "infinity" in any case, like Go's. It does
     // not take Go's hex floats (`0x1p-2`), which no exporter writes.
@@ -489,7 +574,7 @@ impl<'a> Parser<'a> {
                 _ => {}
             }
             let name_start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            while i < b.len() && is_label_byte(b[i]) {
                 i += 1;
             }
             let name = &line[name_start..i];
@@ -804,5 +889,33 @@ mod tests {
         );
         assert_eq!(Format::from_content_type("text/plain; version=0.0.4"), Format::Text);
         assert_eq!(Format::from_content_type(""), Format::Text);
+    }
+}
+
+#[cfg(test)]
+mod float_tests {
+    use super::parse_float;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fast path agrees with Rust's correctly rounded parser on every decimal it takes.
+        #[test]
+        fn fast_path_is_exact(int in 0u64..1_000_000_000_000_000, frac in 0usize..15, neg in any::<bool>()) {
+            let digits = int.to_string();
+            let frac = frac.min(digits.len());
+            let (a, b) = digits.split_at(digits.len() - frac);
+            let text = format!("{}{}{}{}", if neg { "-" } else { "" }, if a.is_empty() { "0" } else { a }, if frac > 0 { "." } else { "" }, b);
+            prop_assert_eq!(parse_float(&text).map(f64::to_bits), text.parse::<f64>().ok().map(f64::to_bits), "{}", text);
+        }
+    }
+
+    #[test]
+    fn odd_forms() {
+        for s in ["1.", ".5", "-.5", "+3", "1e3", "NaN", "+Inf", "-Inf", "0.000001", "123456789012345678"] {
+            assert_eq!(parse_float(s).map(f64::to_bits), s.parse::<f64>().ok().map(f64::to_bits), "{s}");
+        }
+        for s in ["", ".", "-", "1..2", "1.2.3", "abc", "0x10"] {
+            assert_eq!(parse_float(s), None, "{s:?}");
+        }
     }
 }
