@@ -133,6 +133,7 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
                 dir: dir.clone(),
                 max_bytes: rw_cfg.queue_max_bytes,
                 segment_bytes: rw_cfg.queue_segment_bytes,
+                ..queue::QueueOptions::default()
             },
             queue_metrics,
         )

@@ -229,6 +229,10 @@ fn to_labels(l: &LabelSet) -> Vec<Label> {
     l.0.iter().map(|(k, v)| Label { name: k.clone(), value: v.clone() }).collect()
 }
 
+fn into_labels(l: LabelSet) -> Vec<Label> {
+    l.0.into_iter().map(|(name, value)| Label { name, value }).collect()
+}
+
 /// Parses a body into series with target labels, metric relabelling, the sample limit and
 /// duplicate removal applied.
 fn process(target: &Target, body: &[u8], format: Format, ts_ms: i64, keys: &mut Vec<u64>) -> Result<Scraped, String> {
@@ -290,7 +294,7 @@ fn process(target: &Target, body: &[u8], format: Format, ts_ms: i64, keys: &mut 
         keys.push(key);
         let ts = if cfg.honor_timestamps { s.timestamp_ms.unwrap_or(ts_ms) } else { ts_ms };
         out.series.push(TimeSeries {
-            labels: to_labels(&l),
+            labels: into_labels(l),
             samples: vec![Sample { value: s.value, timestamp: ts }],
             exemplars: vec![],
         });
@@ -314,8 +318,11 @@ pub async fn run(
     let offset = Duration::from_nanos((target.key % job.interval.as_nanos().max(1) as u64).max(1));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, job.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Series of the previous scrape (label hash -> labels), for staleness markers.
-    let mut previous: HashMap<u64, Vec<Label>> = HashMap::new();
+    // Every series this target produced, with the scrape generation that last saw it: series
+    // not seen in the current generation get a staleness marker and are forgotten. Labels are
+    // copied only when a series is new, not on every scrape.
+    let mut known: HashMap<u64, (u64, Vec<Label>)> = HashMap::new();
+    let mut generation: u64 = 0;
     let mut last_problem: Option<String> = None;
     let mut keys = Vec::new();
     loop {
@@ -323,7 +330,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = async { let _ = removed.wait_for(|r| *r).await; } => {
                 let ts = now_ms();
-                let stale: Vec<TimeSeries> = previous.into_values().map(|labels| stale_series(labels, ts)).collect();
+                let stale: Vec<TimeSeries> = known.into_values().map(|(_, labels)| stale_series(labels, ts)).collect();
                 if !stale.is_empty() {
                     tracing::info!(job = %job.cfg.job_name, target = %target.url, series = stale.len(), "target gone; marking its series stale");
                     let _ = tx.send(Batch { source: target.key, series: stale }).await;
@@ -360,30 +367,37 @@ pub async fn run(
                 (Vec::new(), 0.0, 0, 0)
             }
         };
-        let mut current: HashMap<u64, Vec<Label>> = HashMap::with_capacity(series.len() + 5);
+        generation += 1;
+        let mut added = 0u64;
         for (k, s) in keys.iter().zip(&series) {
-            current.insert(*k, s.labels.clone());
+            match known.get_mut(k) {
+                Some(entry) => entry.0 = generation,
+                None => {
+                    known.insert(*k, (generation, s.labels.clone()));
+                    added += 1;
+                }
+            }
         }
-        let added = current.keys().filter(|k| !previous.contains_key(k)).count() as f64;
         for (name, value) in [
             ("up", up),
             ("scrape_duration_seconds", duration),
             ("scrape_samples_scraped", scraped as f64),
             ("scrape_samples_post_metric_relabeling", post as f64),
-            ("scrape_series_added", added),
+            ("scrape_series_added", added as f64),
         ] {
             let mut l = target.labels.clone();
             l.set("__name__", name.to_string());
             let labels = to_labels(&l);
-            current.insert(hash_of(&l), labels.clone());
+            known.entry(hash_of(&l)).or_insert_with(|| (generation, labels.clone())).0 = generation;
             series.push(TimeSeries { labels, samples: vec![Sample { value, timestamp: ts }], exemplars: vec![] });
         }
-        for (k, labels) in previous.drain() {
-            if !current.contains_key(&k) {
-                series.push(stale_series(labels, ts));
+        known.retain(|_, (seen, labels)| {
+            if *seen == generation {
+                return true;
             }
-        }
-        previous = current;
+            series.push(stale_series(std::mem::take(labels), ts));
+            false
+        });
         metrics.samples.get_or_create(&job_label).inc_by(post);
         if tx.send(Batch { source: target.key, series }).await.is_err() {
             return;
