@@ -62,7 +62,7 @@ pub fn collect(ctx: &Context, out: &mut Vec<Family>) -> std::io::Result<()> {
             (Cow::Borrowed("mountpoint"), mountpoint.clone()),
         ];
         let ro = options.split(',').any(|o| o == "ro");
-        match rustix::fs::statvfs(&ctx.paths.rootfs(&mountpoint)) {
+        match rustix::fs::statvfs(ctx.paths.rootfs(&mountpoint)) {
             Ok(s) => {
                 let bsize = s.f_bsize as f64;
                 size.push(labels.clone(), s.f_blocks as f64 * bsize);

@@ -761,10 +761,9 @@ impl<'a> Iterator for Parser<'a> {
 mod tests {
     use super::*;
 
-    fn samples(
-        body: &str,
-        format: Format,
-    ) -> Result<Vec<(String, Vec<(String, String)>, f64, Option<i64>)>, ParseError> {
+    type Owned = (String, Vec<(String, String)>, f64, Option<i64>);
+
+    fn samples(body: &str, format: Format) -> Result<Vec<Owned>, ParseError> {
         let mut out = Vec::new();
         for e in Parser::new(body.as_bytes(), format) {
             if let Entry::Sample(s) = e? {
