@@ -112,6 +112,23 @@ fn shipped_collector_config_documents_every_key_with_its_real_default() {
 }
 
 #[test]
+fn container_and_kubernetes_configs_pass_osprey_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    for dir in ["docker", "kubernetes"] {
+        for role in ["agent", "collector"] {
+            let path = root.join(dir).join(format!("{role}.toml"));
+            let (code, out, err) = osprey(&["validate", path.to_str().unwrap(), "--role", role]);
+            assert_eq!(code, 0, "{}: {out}{err}", path.display());
+            // In a container or a pod, loopback is unreachable from outside: they must listen on
+            // all interfaces (the container or pod network is the boundary).
+            let text = std::fs::read_to_string(&path).unwrap();
+            let listen = if role == "agent" { "0.0.0.0:9101" } else { "0.0.0.0:3100" };
+            assert!(text.contains(&format!("listen = \"{listen}\"")), "{} must listen on {listen}", path.display());
+        }
+    }
+}
+
+#[test]
 fn uncommenting_keeps_prose_comments() {
     let text = "# a sentence\n#key = 1\n#[table]\n#  indented prose\nx = 2\n";
     assert_eq!(uncommented(text), "# a sentence\nkey = 1\n[table]\n#  indented prose\nx = 2\n");
