@@ -33,7 +33,7 @@ fn child_writer() {
     loop {
         q.push(&record(i)).unwrap();
         writeln!(out, "pushed {i}").unwrap();
-        if i % 7 == 0
+        if i.is_multiple_of(7)
             && let Some(r) = q.next().unwrap()
         {
             let n = u64::from_le_bytes(r.bytes[..8].try_into().unwrap());
