@@ -127,7 +127,8 @@ fn shipped_default_agent_config_ships_var_log_to_a_local_collector_as_the_osprey
             .filter(|v| *v >= 1.0)
     });
     assert!(counted.is_some(), "the 0600 root file was not counted as unreadable");
-    let (_, out, _) = osprey(&["query", "--addr", &curl, "--since", "1h", &format!(r#"{{job="varlogs"}} |= "secret {id}""#)]);
+    let (_, out, _) =
+        osprey(&["query", "--addr", &curl, "--since", "1h", &format!(r#"{{job="varlogs"}} |= "secret {id}""#)]);
     assert!(out.trim().is_empty(), "a root-only file was shipped: {out}");
 
     // Host metrics arrive too, with this host's name (default interval 15 s).

@@ -144,6 +144,9 @@ fn every_metric_the_alerts_and_dashboards_use_is_served_or_planned() {
 #[test]
 fn metric_names_are_found_in_queries() {
     let mut out = BTreeSet::new();
-    metric_names(r#"rate(osprey_agent_x_total{job="a"}[5m]) / node_load1 + my_osprey_y # node_exporter's node_disk_*"#, &mut out);
+    metric_names(
+        r#"rate(osprey_agent_x_total{job="a"}[5m]) / node_load1 + my_osprey_y # node_exporter's node_disk_*"#,
+        &mut out,
+    );
     assert_eq!(out.into_iter().collect::<Vec<_>>(), ["node_load1", "osprey_agent_x_total"]);
 }
