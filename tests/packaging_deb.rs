@@ -94,7 +94,7 @@ fn shipped_default_agent_config_ships_var_log_to_a_local_collector_as_the_osprey
     let id = std::process::id();
     let adm_log = Path::new("/var/log").join(format!("osprey-packaging-test-{id}.log"));
     let private_log = Path::new("/var/log").join(format!("osprey-packaging-private-{id}.log"));
-    let _cleanup = Cleanup(vec![adm_log.clone(), private_log.clone()]);
+    let mut cleanup = Cleanup(vec![adm_log.clone(), private_log.clone()]);
     let adm_gid = run("getent", &["group", "adm"]).split(':').nth(2).unwrap().parse::<u32>().unwrap();
     let marker = format!("osprey packaging test line {id}");
     for (path, mode, gid, text) in
@@ -105,6 +105,20 @@ fn shipped_default_agent_config_ships_var_log_to_a_local_collector_as_the_osprey
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
         assert_eq!(std::fs::metadata(path).unwrap().gid(), gid);
     }
+
+    // Debian's syslog has no .log suffix: the shipped config names it. Created like rsyslog does
+    // (root:adm 0640) when this machine has none, and removed afterwards.
+    let syslog = Path::new("/var/log/syslog");
+    if !syslog.exists() {
+        std::fs::write(syslog, "").unwrap();
+        std::os::unix::fs::chown(syslog, Some(0), Some(adm_gid)).unwrap();
+        std::fs::set_permissions(syslog, std::fs::Permissions::from_mode(0o640)).unwrap();
+        cleanup.0.push(syslog.to_path_buf());
+    }
+    let syslog_marker = format!("osprey packaging test syslog line {id}");
+    let mut f = std::fs::OpenOptions::new().append(true).open(syslog).unwrap();
+    std::io::Write::write_all(&mut f, format!("{syslog_marker}\n").as_bytes()).unwrap();
+    drop(f);
 
     let query = format!(r#"{{job="varlogs", filename="{}"}}"#, adm_log.display());
     let found = eventually(Duration::from_secs(60), || {
@@ -117,6 +131,13 @@ fn shipped_default_agent_config_ships_var_log_to_a_local_collector_as_the_osprey
         adm_log.display(),
         std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default()
     );
+
+    let query = r#"{job="varlogs", filename="/var/log/syslog"}"#;
+    let found = eventually(Duration::from_secs(60), || {
+        let (code, out, _) = osprey(&["query", "--addr", &curl, "--since", "1h", query]);
+        (code == 0 && out.contains(&syslog_marker)).then_some(out)
+    });
+    assert!(found.is_some(), "the line appended to /var/log/syslog never reached the collector");
 
     // The unreadable file was seen and counted, and none of it shipped.
     let counted = eventually(Duration::from_secs(30), || {
