@@ -49,7 +49,15 @@ fn without_stats(mut v: Value) -> Value {
         && let Some(stats) = data.remove("stats")
     {
         let summary = &stats["summary"];
-        for key in ["bytesProcessedPerSecond", "linesProcessedPerSecond", "totalBytesProcessed", "totalLinesProcessed", "execTime", "queueTime", "totalEntriesReturned"] {
+        for key in [
+            "bytesProcessedPerSecond",
+            "linesProcessedPerSecond",
+            "totalBytesProcessed",
+            "totalLinesProcessed",
+            "execTime",
+            "queueTime",
+            "totalEntriesReturned",
+        ] {
             assert!(summary[key].is_number(), "stats.summary.{key} missing: {stats}");
         }
         assert!(stats["querier"]["store"]["chunk"].is_object(), "stats.querier.store.chunk: {stats}");
@@ -108,7 +116,8 @@ fn query_endpoints_answer_like_loki() {
     assert_eq!(without_stats(v), fixture("query_range_matrix.json"));
 
     // Instant queries: vector, Grafana's health check, scalar.
-    let at = |q: &'static str, t: &'static str| get_json(&base, "/loki/api/v1/query", &[("query", q), ("time", t)], &[]);
+    let at =
+        |q: &'static str, t: &'static str| get_json(&base, "/loki/api/v1/query", &[("query", q), ("time", t)], &[]);
     assert_eq!(without_stats(at(r#"sum(rate({job="api"}[10s]))"#, "1700000005")), fixture("query_vector.json"));
     assert_eq!(without_stats(at("vector(1)+vector(1)", "1700000005.5")), fixture("query_healthcheck.json"));
     assert_eq!(without_stats(at("1 + 2 * 3", "1700000005")), fixture("query_scalar.json"));
@@ -154,14 +163,16 @@ fn query_endpoints_answer_like_loki() {
 fn tenants_are_isolated() {
     let dir = tempfile::tempdir().unwrap();
     let (_proc, base) = collector(dir.path());
-    let body = json!({"streams": [{"stream": {"job": "secret"}, "values": [["1700000001000000000", "tenant b line"]]}]});
+    let body =
+        json!({"streams": [{"stream": {"job": "secret"}, "values": [["1700000001000000000", "tenant b line"]]}]});
     push(&base, &body.to_string(), Some("team-b"));
     let q = [("query", r#"{job="secret"}"#), ("start", START), ("end", END)];
     let default = get_json(&base, "/loki/api/v1/query_range", &q, &[]);
     assert_eq!(default["data"]["result"], json!([]), "the default tenant must not see team-b");
     let b = get_json(&base, "/loki/api/v1/query_range", &q, &[("X-Scope-OrgID", "team-b")]);
     assert_eq!(b["data"]["result"][0]["values"][0][1], "tenant b line");
-    let labels = get_json(&base, "/loki/api/v1/labels", &[("start", START), ("end", END)], &[("X-Scope-OrgID", "team-b")]);
+    let labels =
+        get_json(&base, "/loki/api/v1/labels", &[("start", START), ("end", END)], &[("X-Scope-OrgID", "team-b")]);
     assert_eq!(labels["data"], json!(["job"]));
 }
 
@@ -171,7 +182,9 @@ fn tail_streams_new_lines_over_a_websocket() {
     let dir = tempfile::tempdir().unwrap();
     let (_proc, base) = start_collector(dir.path(), &collector_config(dir.path(), "[logs]\nfsync = \"never\"\n"));
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let line = |text: &str| json!({"streams": [{"stream": {"job": "tail"}, "values": [[now().to_string(), text]]}]}).to_string();
+    let line = |text: &str| {
+        json!({"streams": [{"stream": {"job": "tail"}, "values": [[now().to_string(), text]]}]}).to_string()
+    };
     push(&base, &line("before the tail"), None);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
