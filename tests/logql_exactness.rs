@@ -137,8 +137,7 @@ fn dataset() -> &'static Dataset {
     static DATA: OnceLock<Dataset> = OnceLock::new();
     DATA.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = osprey_config::CollectorConfig::default();
-        cfg.data_dir = dir.path().to_path_buf();
+        let mut cfg = osprey_config::CollectorConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
         cfg.logs.fsync = osprey_config::collector::FsyncMode::Never;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let mut registry = prometheus_client::registry::Registry::default();
@@ -226,7 +225,8 @@ struct LogSpec {
     stages: Vec<SStage>,
 }
 
-const SELECTORS: &[(Scope, &[(&str, &str, &str)])] = &[
+type Matchers = &'static [(&'static str, &'static str, &'static str)];
+const SELECTORS: &[(Scope, Matchers)] = &[
     (Scope::Any, &[("job", "=", "loghub")]),
     (Scope::Any, &[("job", "=", "gen")]),
     (Scope::Any, &[("job", "=~", "loghub|gen")]),
@@ -448,7 +448,7 @@ fn naive_json(line: &str, l: &mut NLabels) {
 fn naive_logfmt(line: &str, l: &mut NLabels) {
     let mut rest = line.trim_start();
     while !rest.is_empty() {
-        let key_end = rest.find(|c: char| c == '=' || c == ' ').unwrap_or(rest.len());
+        let key_end = rest.find(['=', ' ']).unwrap_or(rest.len());
         let key = &rest[..key_end];
         rest = &rest[key_end..];
         let mut value = String::new();

@@ -54,7 +54,8 @@ fn bad_queries_are_refused_with_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let (_proc, base) = start_collector(dir.path(), &collector_config(dir.path(), "[logs]\nfsync = \"never\"\n"));
     push_lines(&base, &[("x", vec!["hello".into()])]);
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (r#"{job="x"} |= error"#, &[], "parse error at line 1, col 14: expected a quoted string"),
         ("sum(\n  rate({job=\"x\"}[5q]))", &[], "parse error at line 2, col 18: invalid range"),
         (r#"{job=~".*"}"#, &[], "empty-compatible value"),

@@ -6,6 +6,10 @@
 //! Queries run on the blocking pool, at most `logs.max_concurrent_queries` at once, each within
 //! `logs.max_query_memory_bytes` and `server.request_timeout`.
 
+// Parameter helpers return the ready 4xx `Response` as their error: it is the cold path, and
+// boxing it would only add noise at every call site.
+#![allow(clippy::result_large_err)]
+
 use super::prom::query_pairs;
 use super::{AppState, tenant, text_error};
 use crate::State;
@@ -32,6 +36,7 @@ const DEFAULT_LIMIT: usize = 100;
 const CATEGORIZE_LABELS: &str = "categorize-labels";
 
 type Params = Vec<(String, String)>;
+type LabelPairs = Vec<(String, String)>;
 
 /// Parameters from the query string, then from a form-encoded body (POST).
 fn params(raw: Option<String>, body: &Bytes) -> Params {
@@ -575,7 +580,7 @@ fn scan_all(
     let mut expired = false;
     s.logs.scan(&req, &mut |labels, e| {
         n = n.wrapping_add(1);
-        if n % 4096 == 0 && std::time::Instant::now() > deadline {
+        if n.is_multiple_of(4096) && std::time::Instant::now() > deadline {
             expired = true;
             return ControlFlow::Break(());
         }
@@ -725,7 +730,7 @@ async fn volume(state: AppState, headers: HeaderMap, raw: Option<String>, body: 
     let answer = run(&state, if ranged { "loki_index_volume_range" } else { "loki_index_volume" }, move |s| {
         let mut budget = engine::Budget::new(s.cfg.logs.max_query_memory_bytes);
         let mut groups: HashMap<Vec<(String, String)>, Vec<u64>> = HashMap::new();
-        let mut keys_of: HashMap<usize, (Arc<Vec<(String, String)>>, Vec<Vec<(String, String)>>)> = HashMap::new();
+        let mut keys_of: HashMap<usize, (Arc<LabelPairs>, Vec<LabelPairs>)> = HashMap::new();
         let mut failure = None;
         // volume_range scans from the first bucket's start.
         let scan_start = if ranged { start.saturating_sub(steps.step_ns).saturating_add(1) } else { start };
@@ -763,7 +768,7 @@ async fn volume(state: AppState, headers: HeaderMap, raw: Option<String>, body: 
         if let Some(e) = failure {
             return Err(e);
         }
-        let mut out: Vec<(Vec<(String, String)>, Vec<u64>)> = groups.into_iter().collect();
+        let mut out: Vec<(LabelPairs, Vec<u64>)> = groups.into_iter().collect();
         out.sort_by(|a, b| b.1.iter().sum::<u64>().cmp(&a.1.iter().sum::<u64>()).then(a.0.cmp(&b.0)));
         out.truncate(limit);
         Ok(out)

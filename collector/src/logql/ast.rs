@@ -120,7 +120,7 @@ pub struct LineFilter {
 
 #[derive(Clone, Debug)]
 pub enum LineMatch {
-    Literal(memmem::Finder<'static>),
+    Literal(Box<memmem::Finder<'static>>),
     Regex(Regex),
 }
 

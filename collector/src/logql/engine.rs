@@ -166,7 +166,7 @@ impl Deadline {
 
     fn check(&mut self) -> bool {
         self.tick = self.tick.wrapping_add(1);
-        if self.tick % 4096 == 0 && Instant::now() > self.at {
+        if self.tick.is_multiple_of(4096) && Instant::now() > self.at {
             self.expired = true;
         }
         self.expired
@@ -319,12 +319,18 @@ pub fn select_logs(src: &dyn LogSource, q: &LogQuery, p: &LogParams, limits: Lim
     Ok(LogAnswer { entries, stats })
 }
 
+/// Label pairs, sorted by name.
+pub type LabelPairs = Vec<(String, String)>;
+
+/// `(structured metadata, parsed labels)` of an entry in a categorized answer.
+pub type Categorized = (LabelPairs, LabelPairs);
+
 /// One stream of a Loki `streams` answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamOut {
-    pub labels: Vec<(String, String)>,
-    /// `(ts, line, categorized (metadata, parsed))`; the third is set in categorized mode.
-    pub entries: Vec<(i64, String, Option<(Vec<(String, String)>, Vec<(String, String)>)>)>,
+    pub labels: LabelPairs,
+    /// `(ts, line, categorized)`; the third is set in categorized mode.
+    pub entries: Vec<(i64, String, Option<Categorized>)>,
 }
 
 /// Groups entries (already in direction order) into streams sorted by labels. Categorized:
@@ -647,6 +653,7 @@ impl<'a> Ctx<'a> {
         if let AggOp::Topk | AggOp::Bottomk = op {
             let k = param.unwrap_or(1);
             let mut keep: Vec<Vec<Option<f64>>> = inner.iter().map(|_| vec![None; n]).collect();
+            #[allow(clippy::needless_range_loop)]
             for step in 0..n {
                 let mut per_group: HashMap<usize, Vec<(f64, usize)>> = HashMap::new();
                 for (i, s) in inner.iter().enumerate() {

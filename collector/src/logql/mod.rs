@@ -155,4 +155,110 @@ mod tests {
             parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
         }
     }
+
+    mod prop {
+        use super::super::*;
+        use crate::logql::pipeline::Evaluator;
+        use proptest::prelude::*;
+        use std::sync::Arc;
+
+        /// Pieces of LogQL, so random queries get deep into the parser instead of failing at
+        /// the first byte.
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "job",
+            "=",
+            "!=",
+            "=~",
+            "!~",
+            "\"a\"",
+            "`b`",
+            ",",
+            "|",
+            "|=",
+            "|~",
+            " ",
+            "json",
+            "logfmt",
+            "--strict",
+            "regexp",
+            "pattern",
+            "\"<x> <_>\"",
+            "line_format",
+            "\"{{.x}}\"",
+            "drop",
+            "keep",
+            "and",
+            "or",
+            "(",
+            ")",
+            "[",
+            "]",
+            "5m",
+            "1.5s",
+            "20KB",
+            "200",
+            ">",
+            ">=",
+            "==",
+            "sum",
+            "by",
+            "without",
+            "count_over_time",
+            "rate",
+            "topk",
+            "vector",
+            "1",
+            "+",
+            "/",
+            "offset",
+            "__error__",
+            "\n",
+            "#c\n",
+            "\"(?P<n>.)\"",
+            "\u{e9}",
+        ];
+
+        proptest! {
+            #[test]
+            fn parse_never_panics_and_errors_point_inside(pieces in prop::collection::vec(0..PIECES.len(), 0..24)) {
+                let q: String = pieces.iter().map(|i| PIECES[*i]).collect();
+                match parse(&q) {
+                    Ok(Expr::Log(lq)) => {
+                        // A parsed query always runs.
+                        let stream = Arc::new(vec![("job".to_string(), "a".to_string())]);
+                        let mut ev = Evaluator::default();
+                        for line in ["", "x=1 y=\"z\"", r#"{"x":{"y":[1]},"z":2}"#, &q] {
+                            ev.process(&lq, 0, line, &stream, &[("m", "v")]);
+                        }
+                    }
+                    Ok(Expr::Metric(_)) => {}
+                    Err(e) => {
+                        prop_assert!(e.line >= 1 && e.line <= q.lines().count().max(1) + 1, "{}: {}", q, e);
+                        prop_assert!(e.column >= 1, "{}: {}", q, e);
+                        prop_assert!(!e.message.is_empty());
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(q in "\\PC{0,64}") {
+                let _ = parse(&q);
+            }
+
+            #[test]
+            fn line_parsers_never_panic(line in "\\PC{0,200}") {
+                let _ = json::flatten(&line, &mut |_, _| {});
+                let _ = json::extract(&line, &vec![ast::JsonStep::Key("a".into()), ast::JsonStep::Index(0)]);
+                let mut d = logfmt::Decoder::new(&line);
+                let mut n = 0;
+                while !d.at_end() && n < 1000 {
+                    let _ = d.scan();
+                    n += 1;
+                }
+                prop_assert!(d.at_end(), "the logfmt scanner always advances");
+            }
+        }
+    }
 }

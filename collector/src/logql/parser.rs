@@ -216,7 +216,7 @@ impl<'a> Parser<'a> {
             alternatives.push(if regex {
                 LineMatch::Regex(self.regex(at, &value)?)
             } else {
-                LineMatch::Literal(memmem::Finder::new(value.as_bytes()).into_owned())
+                LineMatch::Literal(Box::new(memmem::Finder::new(value.as_bytes()).into_owned()))
             });
             // `|= "a" or "b"`
             let save = self.pos;

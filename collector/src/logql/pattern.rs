@@ -11,7 +11,7 @@ use memchr::memmem;
 
 #[derive(Clone, Debug)]
 enum Node {
-    Literal(memmem::Finder<'static>),
+    Literal(Box<memmem::Finder<'static>>),
     /// `None` for `<_>`.
     Capture(Option<String>),
 }
@@ -40,7 +40,7 @@ impl Pattern {
             {
                 let name = &rest[1..end];
                 if !literal.is_empty() {
-                    nodes.push(Node::Literal(memmem::Finder::new(literal.as_bytes()).into_owned()));
+                    nodes.push(Node::Literal(Box::new(memmem::Finder::new(literal.as_bytes()).into_owned())));
                     literal.clear();
                 }
                 if matches!(nodes.last(), Some(Node::Capture(_))) {
@@ -57,7 +57,7 @@ impl Pattern {
             rest = &rest[c.len_utf8()..];
         }
         if !literal.is_empty() {
-            nodes.push(Node::Literal(memmem::Finder::new(literal.as_bytes()).into_owned()));
+            nodes.push(Node::Literal(Box::new(memmem::Finder::new(literal.as_bytes()).into_owned())));
         }
         let names: Vec<&str> = nodes
             .iter()

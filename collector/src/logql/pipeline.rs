@@ -11,6 +11,8 @@ use crate::logs::SharedLabels;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+type LabelPairs = Vec<(String, String)>;
+
 pub const ERROR_LABEL: &str = "__error__";
 pub const ERROR_DETAILS_LABEL: &str = "__error_details__";
 
@@ -126,7 +128,7 @@ impl LabelState {
 
     /// The entry's labels by category, each sorted: (stream, structured metadata, parsed). The
     /// error labels are part of `parsed`.
-    pub fn categories(&self) -> (Vec<(String, String)>, Vec<(String, String)>, Vec<(String, String)>) {
+    pub fn categories(&self) -> (LabelPairs, LabelPairs, LabelPairs) {
         let shadowed = |k: &str| find(&self.metadata, k).is_some() || find(&self.parsed, k).is_some();
         let mut stream: Vec<(String, String)> = self
             .stream_labels()
