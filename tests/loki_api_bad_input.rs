@@ -85,6 +85,25 @@ fn bad_queries_are_refused_with_what_is_wrong() {
     let (status, body) = get(&base, "/loki/api/v1/query", &[("query", r#"{job="x"}"#)]);
     assert_eq!(status, 400);
     assert!(body.contains("log queries are not supported as an instant query type"), "{body}");
+    // Extreme timestamps: answered, not overflowed.
+    let extreme = [("start", "-9223372036854775808"), ("end", "9223372036854775807")];
+    let (status, body) = get(
+        &base,
+        "/loki/api/v1/query_range",
+        &[&[("query", r#"count_over_time({job="x"}[1m])"#), ("step", "60")][..], &extreme[..]].concat(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("exceeded maximum resolution"), "{body}");
+    let (status, body) =
+        get(&base, "/loki/api/v1/query_range", &[&[("query", r#"{job="x"}"#)][..], &extreme[..]].concat());
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("hello"), "{body}");
+    let (status, body) = get(
+        &base,
+        "/loki/api/v1/query",
+        &[("query", r#"count_over_time({job="x"}[1m] offset 1h)"#), ("time", "-9223372036854775808")],
+    );
+    assert_eq!(status, 200, "{body}");
     // The collector is still serving.
     assert_eq!(query_range(&base, r#"{job="x"}"#, &[]).0, 200);
 }
@@ -126,6 +145,15 @@ fn memory_budget_stops_big_queries_with_a_clear_message() {
     // Fewer lines fit.
     let (status, body) = query_range(&base, r#"{job="big"}"#, &[("limit", "5")]);
     assert_eq!(status, 200, "{body:.300}");
+    // Label sets of lines that do not make the cut are not held: 20,000 lines with unique
+    // parsed labels (several MB of label sets) fit a 1 MiB budget when 10 are returned.
+    let uniq: Vec<String> = (0..20_000)
+        .map(|i| format!(r#"{{"request_id":"req-{i:08}","user":"user-{i}","path":"/api/v1/items/{i}"}}"#))
+        .collect();
+    push_lines(&base, &[("uniq", uniq)]);
+    let (status, body) = query_range(&base, r#"{job="uniq"} | json"#, &[("limit", "10")]);
+    assert_eq!(status, 200, "{body:.300}");
+    assert_eq!(body.matches("request_id").count(), 2 * 10, "{body:.300}");
     // Metric queries: 40 series of 10,000 steps each hold more than 1 MiB.
     let streams: Vec<(String, Vec<String>)> = (0..40).map(|i| (format!("s{i}"), vec!["l".to_string()])).collect();
     let refs: Vec<(&str, Vec<String>)> = streams.iter().map(|(j, l)| (j.as_str(), l.clone())).collect();

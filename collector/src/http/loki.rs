@@ -117,7 +117,7 @@ fn step_param(p: &Params, start: i64, end: i64) -> Result<i64, Response> {
             }
             Ok(ns)
         }
-        None => Ok(((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000),
+        None => Ok((end.saturating_sub(start) / 250 / 1_000_000_000).max(1) * 1_000_000_000),
     }
 }
 
@@ -740,9 +740,10 @@ async fn volume(state: AppState, headers: HeaderMap, raw: Option<String>, body: 
             }
             let k = if ranged {
                 // Bucket (t - step, t] holding ts.
-                let d = ts - steps.start_ns;
-                let k = d.div_euclid(steps.step_ns) + i64::from(d.rem_euclid(steps.step_ns) != 0);
-                if k < 0 || k >= n as i64 {
+                let d = ts as i128 - steps.start_ns as i128;
+                let step = steps.step_ns as i128;
+                let k = d.div_euclid(step) + i128::from(d.rem_euclid(step) != 0);
+                if k < 0 || k >= n as i128 {
                     return;
                 }
                 k as usize

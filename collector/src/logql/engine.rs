@@ -241,8 +241,14 @@ impl Ord for Kept {
     }
 }
 
-fn entry_bytes(line: &str) -> usize {
-    line.len() + 96
+/// What a kept entry holds: its line, and its label set unless that is a shared stream set.
+fn entry_cost(line: &str, labels: &Arc<ResultLabels>) -> usize {
+    let own_labels = if labels.metadata.is_empty() && labels.parsed.is_empty() && labels.all == labels.stream {
+        0
+    } else {
+        labels.heap_bytes()
+    };
+    line.len() + 96 + own_labels
 }
 
 /// Runs a log query: the best `limit` entries of `[start, end)` in the query's direction.
@@ -286,10 +292,17 @@ pub fn select_logs(src: &dyn LogSource, q: &LogQuery, p: &LogParams, limits: Lim
             return ControlFlow::Continue(());
         }
         matched += 1;
-        let mut new_bytes = 0;
-        let labels = interner.intern(&eval.labels, &mut new_bytes);
+        // Label sets of streams are shared (their number is bounded by the streams); others
+        // belong to their entry and are charged and released with it, so label sets of lines
+        // that were evicted long ago never accumulate.
+        let (labels, shared_bytes) = if eval.labels.is_stream_only() {
+            let mut new_bytes = 0;
+            (interner.intern(&eval.labels, &mut new_bytes), new_bytes)
+        } else {
+            (Arc::new(ResultLabels::from_state(&eval.labels)), 0)
+        };
         let line = eval.line(e.line).to_string();
-        let cost = entry_bytes(&line) + new_bytes;
+        let cost = entry_cost(&line, &labels) + shared_bytes;
         if let Err(err) = budget.charge(cost, "the lines to return") {
             failure = Some(err);
             return ControlFlow::Break(());
@@ -301,7 +314,7 @@ pub fn select_logs(src: &dyn LogSource, q: &LogQuery, p: &LogParams, limits: Lim
         if heap.len() > p.limit
             && let Some(evicted) = heap.pop()
         {
-            budget.release(entry_bytes(&evicted.entry.line));
+            budget.release(entry_cost(&evicted.entry.line, &evicted.entry.labels));
         }
         ControlFlow::Continue(())
     })?;
@@ -388,8 +401,8 @@ impl Steps {
         if self.end_ns < self.start_ns {
             return Err(QueryError::Invalid("end timestamp must not be before start time".into()));
         }
-        let n = (self.end_ns - self.start_ns) / self.step_ns + 1;
-        if n > MAX_POINTS_PER_SERIES {
+        let n = (self.end_ns as i128 - self.start_ns as i128) / self.step_ns as i128 + 1;
+        if n > MAX_POINTS_PER_SERIES as i128 {
             return Err(QueryError::Invalid(format!(
                 "exceeded maximum resolution of {MAX_POINTS_PER_SERIES} points per timeseries. Try decreasing the query resolution (?step=XX)"
             )));
@@ -398,7 +411,7 @@ impl Steps {
     }
 
     pub fn at(&self, k: usize) -> i64 {
-        self.start_ns + k as i64 * self.step_ns
+        self.start_ns.saturating_add((k as i64).saturating_mul(self.step_ns))
     }
 }
 
@@ -535,10 +548,12 @@ impl<'a> Ctx<'a> {
             if deadline.check() {
                 return ControlFlow::Break(());
             }
-            let ts = e.ts_ns.saturating_add(r.offset_ns);
-            // Steps whose window (t - range, t] holds ts: t >= ts and t < ts + range.
-            let lo = div_ceil(ts - steps.start_ns, steps.step_ns).max(0);
-            let hi = (ts.saturating_add(r.range_ns - 1) - steps.start_ns).div_euclid(steps.step_ns).min(n as i64 - 1);
+            // Steps whose window (t - range, t] holds ts: t >= ts and t < ts + range. In i128:
+            // timestamps come from clients and must not overflow.
+            let ts = e.ts_ns as i128 + r.offset_ns as i128;
+            let (start, step) = (steps.start_ns as i128, steps.step_ns as i128);
+            let lo = div_ceil(ts - start, step).max(0);
+            let hi = (ts + r.range_ns as i128 - 1 - start).div_euclid(step).min(n as i128 - 1);
             if lo > hi {
                 return ControlFlow::Continue(());
             }
@@ -720,7 +735,7 @@ fn asc_nan_last(a: f64, b: f64) -> Ordering {
     }
 }
 
-fn div_ceil(a: i64, b: i64) -> i64 {
+fn div_ceil(a: i128, b: i128) -> i128 {
     let q = a.div_euclid(b);
     if a.rem_euclid(b) == 0 { q } else { q + 1 }
 }
