@@ -953,6 +953,12 @@ proptest! {
         prop_assert!(got == want, "{} differs", query);
     }
 
+}
+
+proptest! {
+    // The naive metric evaluation is O(steps x entries): fewer cases keep it to seconds.
+    #![proptest_config(ProptestConfig { cases: 40, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
     #[test]
     fn metric_queries_match_a_naive_scan(
         spec in metric_spec_strategy(),

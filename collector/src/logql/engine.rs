@@ -424,7 +424,7 @@ pub struct Series {
 
 impl Series {
     fn heap_bytes(&self) -> usize {
-        self.values.len() * 16 + self.labels.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>() + 64
+        self.values.len() * 16 + self.labels.iter().map(|(k, v)| pair_bytes(k, v)).sum::<usize>() + 64
     }
 }
 
@@ -480,11 +480,16 @@ struct Ctx<'a> {
     stats: ExecStats,
 }
 
-/// Accumulates one series of a range aggregation as difference arrays over the steps.
+/// Accumulates one series of a range aggregation as difference arrays over the steps (its
+/// labels live once, as the key of the series index).
 struct Acc {
-    labels: Vec<(String, String)>,
     counts: Vec<i64>,
     bytes: Vec<i64>,
+}
+
+/// Heap bytes of a label pair: both strings' contents, headers and allocator rounding.
+pub(crate) fn pair_bytes(k: &str, v: &str) -> usize {
+    k.len() + v.len() + 80
 }
 
 impl<'a> Ctx<'a> {
@@ -534,7 +539,8 @@ impl<'a> Ctx<'a> {
             line_hints: r.query.required_literals(),
         };
         let with_bytes = r.func.counts_bytes();
-        let per_series = (n + 1) * 8 * if with_bytes { 2 } else { 1 };
+        // Difference arrays, the series' final values, and the index entry.
+        let per_series = (n + 1) * 8 * if with_bytes { 2 } else { 1 } + n * 16 + 200;
         let mut accs: Vec<Acc> = Vec::new();
         let mut index: HashMap<Vec<(String, String)>, usize> = HashMap::new();
         // Stream pointer -> series index, for entries whose labels are their stream's.
@@ -581,14 +587,12 @@ impl<'a> Ctx<'a> {
                     let i = match index.get(&labels) {
                         Some(i) => *i,
                         None => {
-                            let cost =
-                                per_series + labels.iter().map(|(k, v)| 2 * (k.len() + v.len()) + 96).sum::<usize>();
+                            let cost = per_series + labels.iter().map(|(k, v)| pair_bytes(k, v)).sum::<usize>();
                             if let Err(err) = budget.charge(cost, "the series of the aggregation") {
                                 failure = Some(err);
                                 return ControlFlow::Break(());
                             }
                             accs.push(Acc {
-                                labels: labels.clone(),
                                 counts: vec![0; n + 1],
                                 bytes: if with_bytes { vec![0; n + 1] } else { Vec::new() },
                             });
@@ -622,8 +626,12 @@ impl<'a> Ctx<'a> {
             return Err(QueryError::Timeout(self.deadline.timeout));
         }
         let range_secs = r.range_ns as f64 / 1e9;
+        let mut labels_of: Vec<LabelPairs> = vec![Vec::new(); accs.len()];
+        for (labels, i) in index {
+            labels_of[i] = labels;
+        }
         let mut out = Vec::with_capacity(accs.len());
-        for acc in accs {
+        for (acc, labels) in accs.into_iter().zip(labels_of) {
             let mut values = Vec::with_capacity(n);
             let (mut count, mut bytes) = (0i64, 0i64);
             for k in 0..n {
@@ -636,7 +644,7 @@ impl<'a> Ctx<'a> {
                     if r.func.per_second() { v / range_secs } else { v }
                 }));
             }
-            out.push(Series { labels: acc.labels, values });
+            out.push(Series { labels, values });
         }
         Ok(out)
     }
@@ -657,7 +665,8 @@ impl<'a> Ctx<'a> {
             let g = match index.get(&key) {
                 Some(g) => *g,
                 None => {
-                    self.budget.charge(n * 40 + 128, "the groups of the aggregation")?;
+                    let label_bytes: usize = key.iter().map(|(k, v)| pair_bytes(k, v)).sum();
+                    self.budget.charge(n * 40 + 2 * label_bytes + 200, "the groups of the aggregation")?;
                     groups.push(key.clone());
                     index.insert(key, groups.len() - 1);
                     groups.len() - 1
@@ -667,6 +676,7 @@ impl<'a> Ctx<'a> {
         }
         if let AggOp::Topk | AggOp::Bottomk = op {
             let k = param.unwrap_or(1);
+            self.budget.charge(inner.len() * n * 16, "the series of the aggregation")?;
             let mut keep: Vec<Vec<Option<f64>>> = inner.iter().map(|_| vec![None; n]).collect();
             #[allow(clippy::needless_range_loop)]
             for step in 0..n {

@@ -441,7 +441,7 @@ impl ResultLabels {
 
     /// Approximate heap bytes, for the query memory budget.
     pub fn heap_bytes(&self) -> usize {
-        let f = |v: &[(String, String)]| v.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>();
+        let f = |v: &[(String, String)]| v.iter().map(|(k, v)| super::engine::pair_bytes(k, v)).sum::<usize>();
         f(&self.all) * 2 + 64
     }
 }
