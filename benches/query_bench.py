@@ -2,7 +2,7 @@
 """End-to-end query benchmark of the collector's Loki API (run by hand; not in CI).
 
 Starts a release `osprey collector` on a free port with its own data dir, pushes the loghub
-corpus (testdata/loghub, 11 files) replicated COPIES times with shifted timestamps (one stream
+corpus (testdata/loghub, 10 files) replicated COPIES times with shifted timestamps (one stream
 per file and copy), then times queries through /loki/api/v1/query_range and reports for each:
 wall time, lines scanned per second (from the answer's stats), collector CPU seconds (from
 /proc/<pid>/stat) and the collector's peak RSS during the query (VmHWM, reset before each
