@@ -78,7 +78,7 @@ impl Pattern {
     }
 
     /// Calls `found(name, value)` for each named capture the line yields.
-    pub fn captures<'l>(&self, line: &'l str, mut found: impl FnMut(&str, &'l str)) {
+    pub fn captures<'p, 'l>(&'p self, line: &'l str, mut found: impl FnMut(&'p str, &'l str)) {
         if line.is_empty() || self.nodes.is_empty() {
             return;
         }

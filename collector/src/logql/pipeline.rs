@@ -220,14 +220,10 @@ impl Evaluator {
                     }
                 }
                 Stage::Json(params) if params.is_empty() => {
-                    let mut found: Vec<(String, String)> = Vec::new();
                     let r = json::flatten(cur, &mut |name, value| {
-                        found.push((name.to_string(), value.into_owned()));
-                    });
-                    for (name, value) in found {
-                        let name = labels.parsed_name(&name).into_owned();
+                        let name = labels.parsed_name(name);
                         labels.set_parsed(&name, &value);
-                    }
+                    });
                     if let Err(e) = r {
                         labels.set_err("JSONParserErr", Some(e));
                     }
@@ -243,7 +239,7 @@ impl Evaluator {
                     for (id, path) in params {
                         match json::extract(cur, path) {
                             Ok(v) => {
-                                let name = labels.parsed_name(id).into_owned();
+                                let name = labels.parsed_name(id);
                                 labels.set_parsed(&name, &v);
                             }
                             Err(e) => labels.set_err("JSONParserErr", Some(e)),
@@ -257,17 +253,16 @@ impl Evaluator {
                     if let Some(caps) = re.captures(cur) {
                         for (i, name) in names {
                             let value = caps.get(*i).map_or("", |m| m.as_str());
-                            let name = labels.parsed_name(name).into_owned();
+                            let name = labels.parsed_name(name);
                             labels.set_parsed(&name, value);
                         }
                     }
                 }
                 Stage::Pattern(p) => {
-                    let mut found: Vec<(String, &str)> = Vec::new();
-                    p.captures(cur, |name, value| found.push((labels.parsed_name(name).into_owned(), value)));
-                    for (name, value) in found {
+                    p.captures(cur, |name, value| {
+                        let name = labels.parsed_name(name);
                         labels.set_parsed(&name, value);
-                    }
+                    });
                 }
                 Stage::LabelFilter(f) => {
                     if !label_filter(labels, f) {
@@ -343,12 +338,12 @@ fn run_logfmt(labels: &mut LabelState, line: &str, strict: bool, keep_empty: boo
             if !keep_empty && value.is_empty() {
                 continue;
             }
-            let name = labels.parsed_name(&key).into_owned();
+            let name = labels.parsed_name(&key);
             labels.set_parsed(&name, &value);
         } else {
             for (id, field) in params {
                 if *field == key {
-                    let name = labels.parsed_name(id).into_owned();
+                    let name = labels.parsed_name(id);
                     labels.set_parsed(&name, &value);
                 }
             }
