@@ -142,11 +142,6 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
             tracing::warn!(dir = %dir.display(), corruptions = report.corruptions, cut_bytes = report.truncated_bytes, "remote_write queue repaired at startup");
         }
         let queue = Arc::new(queue);
-        // Counters exist from the start (at 0), as Prometheus conventions ask.
-        let rw_labels = telemetry::SinkLabels { sink: "remote_write" };
-        let _ = telemetry.batches_sent.get_or_create(&rw_labels);
-        let _ = telemetry.batches_retried.get_or_create(&rw_labels);
-        let _ = telemetry.batches_dropped.get_or_create(&rw_labels);
         let rw = sender("remote_write", out.remote_write_url(), &osprey_protocol::prompb::REMOTE_WRITE_HEADERS)?;
         tasks.push(tokio::spawn(sink::remote_write::run_encoder(queue.clone(), metric_rx, rw_cfg.batch_max_samples)));
         tasks.push(tokio::spawn(sink::remote_write::run_sender(

@@ -133,6 +133,7 @@ pub struct QueueMetrics {
     pub truncated_bytes: Counter,
     pub pending_records: Gauge,
     pub disk_bytes: Gauge,
+    pub max_bytes: Gauge,
 }
 
 impl QueueMetrics {
@@ -156,7 +157,12 @@ impl QueueMetrics {
             self.truncated_bytes.clone(),
         );
         r.register("queue_pending_records", "Records in the queue not yet acknowledged", self.pending_records.clone());
-        r.register("queue_disk_bytes", "Bytes of segment files on disk", self.disk_bytes.clone());
+        r.register("queue_bytes", "Bytes of segment files on disk", self.disk_bytes.clone());
+        r.register(
+            "queue_max_bytes",
+            "The queue's size bound (bytes); at the bound the oldest records are dropped",
+            self.max_bytes.clone(),
+        );
     }
 }
 
@@ -432,6 +438,7 @@ impl DiskQueue {
         report.pending_records = pending;
         metrics.pending_records.set(pending as i64);
         metrics.disk_bytes.set(total_bytes as i64);
+        metrics.max_bytes.set(opts.max_bytes as i64);
         if pending > 0 {
             tracing::info!(dir = %dir.display(), pending, "disk queue holds records from before the restart; sending them first");
         }

@@ -275,11 +275,14 @@ pub fn to_series(families: &[Family], extra: &[(String, String)], ts_ms: i64) ->
             let mut l: Vec<Label> = Vec::with_capacity(m.labels.len() + extra.len() + 1);
             let name = if m.suffix.is_empty() { f.name.to_string() } else { format!("{}{}", f.name, m.suffix) };
             l.push(Label::new("__name__", name));
-            l.extend(m.labels.iter().map(|(k, v)| Label::new(k.to_string(), v.clone())));
+            // An empty label value means "no such label" in Prometheus' data model; receivers
+            // drop or refuse it, so it is not sent (the text exposition keeps it, as
+            // node_exporter's does).
+            l.extend(m.labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| Label::new(k.to_string(), v.clone())));
             l.extend(
                 extra
                     .iter()
-                    .filter(|(k, _)| !m.labels.iter().any(|(lk, _)| lk == k))
+                    .filter(|(k, v)| !v.is_empty() && !m.labels.iter().any(|(lk, _)| lk == k))
                     .map(|(k, v)| Label::new(k.clone(), v.clone())),
             );
             l.sort_by(|a, b| a.name.cmp(&b.name));
@@ -374,6 +377,15 @@ mod tests {
             assert_eq!(value(&fams, "node_scrape_collector_success", &[("collector", "pressure")]), 0.0);
         }
         assert!(c.slots.iter().find(|s| s.name == "pressure").unwrap().missing);
+    }
+
+    #[test]
+    fn series_leave_out_empty_label_values() {
+        let mut f = Family::new("node_disk_info", "Info.", Kind::Gauge);
+        f.push(vec![(Cow::Borrowed("device"), "vda".into()), (Cow::Borrowed("model"), String::new())], 1.0);
+        let series = to_series(&[f], &[("job".into(), "node".into())], 7);
+        let names: Vec<&str> = series[0].labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, vec!["__name__", "device", "job"]);
     }
 
     #[test]
