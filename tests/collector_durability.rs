@@ -174,3 +174,52 @@ fn random_kill_9_under_load_loses_and_duplicates_nothing() {
         .unwrap_or(0);
     assert!(parts > 0, "{metrics}");
 }
+
+#[test]
+fn flipped_byte_in_the_wal_is_cut_reported_and_the_rest_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = collector_config(tmp.path(), "");
+    let (mut proc, url) = start_collector(tmp.path(), &config);
+    for batch in 0..2 {
+        let (code, _) = post(
+            &format!("{url}/loki/api/v1/push"),
+            &[("content-type", "application/x-protobuf")],
+            &push_body(batch, 10, 1_700_000_000_000_000_000),
+        );
+        assert_eq!(code, 204);
+    }
+    proc.kill9();
+    // Flip one byte inside the second record's payload (the last bytes of the segment).
+    let wal = tmp.path().join("data/wal");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).collect();
+    segs.sort();
+    let with_data = segs.iter().rev().find(|p| std::fs::metadata(p).unwrap().len() > 8).unwrap().clone();
+    let mut bytes = std::fs::read(&with_data).unwrap();
+    let second_len = {
+        // Walk the frames: header 8, then len | crc | payload.
+        let mut off = 8;
+        let mut lens = Vec::new();
+        while off + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+            lens.push(8 + len);
+            off += 8 + len;
+        }
+        assert_eq!(lens.len(), 2);
+        lens[1]
+    };
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&with_data, bytes).unwrap();
+
+    let (_proc, url) = start_collector(tmp.path(), &config);
+    let log = std::fs::read_to_string(tmp.path().join("collector.log")).unwrap();
+    assert!(log.contains("torn or corrupt tail") && log.contains("CRC mismatch"), "{log}");
+    let (_, metrics) = get(&format!("{url}/metrics"));
+    assert!(metrics.contains("osprey_wal_corruptions_total 1"), "{metrics}");
+    assert!(metrics.contains(&format!("osprey_wal_truncated_bytes_total {second_len}")), "{metrics}");
+    let (_, body) = get(&format!(
+        "{url}/loki/api/v1/query_range?query=%7Bjob%3D%22durability%22%7D&start=1700000000000000000&end=1700000000001000000&limit=100"
+    ));
+    assert!(body.contains("batch 0 line 9"), "the first record is kept: {body}");
+    assert!(!body.contains("batch 1 line"), "the corrupt record is cut: {body}");
+}
