@@ -7,7 +7,6 @@ use harness::*;
 use osprey_protocol::logproto::{EntryAdapter, PushRequest, StreamAdapter, Timestamp, encode_push_request};
 use std::time::Duration;
 
-
 fn push_body(batch: usize, lines: usize, base_ns: i64) -> Vec<u8> {
     let entries = (0..lines)
         .map(|i| EntryAdapter {

@@ -28,10 +28,7 @@ fn push(labels: &str, entries: &[(i64, &str)]) -> Vec<u8> {
 }
 
 fn metric(metrics: &str, name_and_labels: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
+    metrics.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 
 #[test]
@@ -111,7 +108,11 @@ fn limits_answer_like_loki_and_are_counted() {
         ("too_far_behind", 1),
         ("stream_limit", 1),
     ] {
-        assert_eq!(metric(&m, &format!("osprey_logs_discarded_lines_total{{reason=\"{reason}\"}} ")), n, "{reason}\n{m}");
+        assert_eq!(
+            metric(&m, &format!("osprey_logs_discarded_lines_total{{reason=\"{reason}\"}} ")),
+            n,
+            "{reason}\n{m}"
+        );
     }
     // What was accepted is there: short, newest, 30s late.
     let (code, body) = get(&format!(
@@ -147,11 +148,18 @@ fn bad_bodies_are_refused_and_the_collector_keeps_serving() {
     let (code, body) = post(&p, &PROTO, b"\x10garbage, not snappy");
     assert_eq!(code, 400);
     assert!(body.contains("snappy"), "{body}");
-    let (code, body) = post(&p, &[("content-type", "application/json")], br#"{"streams":[{"stream":{"a":"b"},"values":[["x","y"]]}]}"#);
+    let (code, body) = post(
+        &p,
+        &[("content-type", "application/json")],
+        br#"{"streams":[{"stream":{"a":"b"},"values":[["x","y"]]}]}"#,
+    );
     assert_eq!(code, 400);
     assert!(body.contains("not an integer count of nanoseconds"), "{body}");
-    let (code, body) =
-        post(&p, &[("content-type", "application/json")], b"{\"streams\":[{\"stream\":{\"a\":\"b\"},\"values\":[[\"1\",\"\xff\"]]}]}");
+    let (code, body) = post(
+        &p,
+        &[("content-type", "application/json")],
+        b"{\"streams\":[{\"stream\":{\"a\":\"b\"},\"values\":[[\"1\",\"\xff\"]]}]}",
+    );
     assert_eq!(code, 400);
     assert!(body.contains("invalid JSON push body"), "{body}");
     // A 100 MB body: 413 from the declared length, before it is read.

@@ -107,14 +107,14 @@ fn retention_by_age_per_tenant_and_by_size() {
     let mut cfg = base_config(tmp.path());
     cfg.logs.merge_min_parts = 100;
     cfg.logs.retention.period = Duration::from_secs(7 * 86_400);
-    cfg.logs.retention.tenants.insert(
-        "short".into(),
-        TenantRetention { period: Some(Duration::from_secs(86_400)), max_bytes: None },
-    );
-    cfg.logs.retention.tenants.insert(
-        "small".into(),
-        TenantRetention { period: Some(Duration::from_secs(0)), max_bytes: Some(60_000) },
-    );
+    cfg.logs
+        .retention
+        .tenants
+        .insert("short".into(), TenantRetention { period: Some(Duration::from_secs(86_400)), max_bytes: None });
+    cfg.logs
+        .retention
+        .tenants
+        .insert("small".into(), TenantRetention { period: Some(Duration::from_secs(0)), max_bytes: Some(60_000) });
     let store = open(&cfg);
     let t = now();
     let series = |start: i64| -> Vec<i64> { (0..300).map(|i| start + i * 1_000_000).collect() };
@@ -127,7 +127,12 @@ fn retention_by_age_per_tenant_and_by_size() {
     store.flush_now().unwrap();
     // Size-bounded tenant: five parts on five days, oldest first.
     for d in (0..5).rev() {
-        push(&store, "small", &format!("day{d}"), &(0..2000).map(|i| t - d * DAY - i * 1_000_000).rev().collect::<Vec<_>>());
+        push(
+            &store,
+            "small",
+            &format!("day{d}"),
+            &(0..2000).map(|i| t - d * DAY - i * 1_000_000).rev().collect::<Vec<_>>(),
+        );
         store.flush_now().unwrap();
     }
     let files_before = part_files(tmp.path()).len();

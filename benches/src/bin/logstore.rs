@@ -31,7 +31,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("ingest") => {
             let lines: usize = get("--lines").and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
-            let conns: usize = get("--connections").and_then(|v| v.parse().ok()).unwrap_or(8);
+            let conns: usize = get("--connections").and_then(|v| v.parse().ok()).unwrap_or(16);
             ingest(&dir, lines, conns);
         }
         Some("query") => query(&dir),
@@ -88,10 +88,21 @@ fn shift_digits(line: &str, k: u64, out: &mut String) {
     }
 }
 
+/// Short runs (times, counters, ports: < 10 digits) are shifted by `k`, keeping their
+/// structure; long runs are identifiers and are scrambled (a bijection mod 10^width), as real
+/// block, request and trace ids are random across all their digits.
 fn push_shifted(run: &str, k: u64, out: &mut String) {
     let width = run.len() as u32;
-    let m = 10u64.pow(width);
-    let v = (run.parse::<u64>().unwrap_or(0) + k % m) % m;
+    let m = 10u128.pow(width);
+    let d = u128::from(run.parse::<u64>().unwrap_or(0));
+    let v = if width >= 10 {
+        // Odd and not a multiple of 5: invertible mod 10^width.
+        let a = 6_364_136_223_846_793_005u128 % m | 1;
+        let a = if a % 5 == 0 { a + 2 } else { a };
+        ((d + u128::from(k)) % m * a) % m
+    } else {
+        (d + u128::from(k) % m) % m
+    };
     out.push_str(&format!("{v:0width$}", width = width as usize));
 }
 
@@ -229,7 +240,7 @@ fn ingest(dir: &Path, total: usize, conns: usize) {
     std::fs::write(dir.join("raw_bytes"), raw_bytes.to_string()).expect("raw_bytes");
 
     let config = format!(
-        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[logs]\nfsync = \"batch\"\nflush_interval = \"10s\"\nmaintenance_interval = \"2s\"\nmerge_max_parts = 16\nmerge_max_part_bytes = 4294967296\n",
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[logs]\nfsync = \"batch\"\nflush_interval = \"10s\"\nmaintenance_interval = \"2s\"\nmerge_min_parts = 2\nmerge_max_parts = 16\nmerge_max_part_bytes = 4294967296\n",
         dir.join("data").display().to_string()
     );
     std::fs::write(dir.join("collector.toml"), config).expect("config");
@@ -304,35 +315,49 @@ fn ingest(dir: &Path, total: usize, conns: usize) {
     println!("lines acknowledged: {lines}");
     println!("line bytes: {raw_bytes} ({:.1} MiB)", raw_bytes as f64 / 1048576.0);
     println!("wall: {secs:.2} s");
-    println!("throughput: {:.0} lines/s, {:.1} MiB/s of line text", lines as f64 / secs, raw_bytes as f64 / secs / 1048576.0);
+    println!(
+        "throughput: {:.0} lines/s, {:.1} MiB/s of line text",
+        lines as f64 / secs,
+        raw_bytes as f64 / secs / 1048576.0
+    );
     println!("collector CPU: {:.1} s ({:.2} cores)", cpu1 - cpu0, (cpu1 - cpu0) / secs);
     println!("collector peak RSS during ingest: {:.0} MiB", peak_rss.load(Ordering::Relaxed) as f64 / 1048576.0);
 
-    // Wait for the head to be flushed, then for merges to settle.
+    // Wait for the head to be flushed and the WAL truncated, then for the merges to end in one
+    // part (merge_min_parts = 2) with no merge output being written.
     let data = dir.join("data");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while metric(&get_metrics(&addr), "osprey_logs_head_lines ") != 0.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
+    let count = |sub: &str, suffix: &str| -> usize {
+        std::fs::read_dir(data.join(sub))
+            .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(suffix)).count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while (metric(&get_metrics(&addr), "osprey_logs_head_lines ") != 0.0 || count("wal", ".wal") > 1)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
     }
+    let flushed_at = Instant::now();
     let m = get_metrics(&addr);
     let flushed_parts = metric(&m, "osprey_logs_parts ");
     let flushed = dir_bytes(&data.join("logs")) + dir_bytes(&data.join("wal"));
     println!("## disk");
     println!(
-        "after flush: {} parts, {flushed} bytes on disk (parts+index+WAL) = raw / {:.2}",
+        "after flush ({:.0} s after the last ack): {} parts, {flushed} bytes on disk (parts+index+WAL) = raw / {:.2}",
+        (flushed_at - started).as_secs_f64() - secs,
         flushed_parts,
         raw_bytes as f64 / flushed as f64
     );
     let settle = Instant::now();
     let mut last = (flushed_parts, Instant::now());
     while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(500));
         let p = metric(&get_metrics(&addr), "osprey_logs_parts ");
-        if p != last.0 {
+        if p <= 1.0 && count("logs/parts", ".tmp") == 0 {
             last = (p, Instant::now());
-        } else if p <= 1.0 || last.1.elapsed() > Duration::from_secs(30) {
             break;
         }
+        last.0 = p;
     }
     let (cpu2, _, hwm) = proc_stat(pid);
     let merged = dir_bytes(&data.join("logs")) + dir_bytes(&data.join("wal"));
@@ -365,10 +390,21 @@ fn query(dir: &Path) {
     let store = LogStore::open(&cfg, telemetry).expect("open the store (run `logstore ingest` first)");
     let (_, rss_open, _) = proc_stat(std::process::id());
     println!("## query");
+    println!("store opened in {:.2} s, RSS {:.0} MiB", opened.elapsed().as_secs_f64(), rss_open as f64 / 1048576.0);
+    let mut total = (0u64, 0u64, 0u64, 0u64);
+    for (tenant, day, file_bytes, entries, line_bytes, filter_bytes) in store.parts_summary() {
+        println!(
+            "part {tenant}/{day}: {entries} lines, {line_bytes} line bytes, {file_bytes} file bytes (raw / {:.2}), filters {filter_bytes} bytes ({:.2} % of raw)",
+            line_bytes as f64 / file_bytes as f64,
+            filter_bytes as f64 * 100.0 / line_bytes as f64
+        );
+        total = (total.0 + entries, total.1 + line_bytes, total.2 + file_bytes, total.3 + filter_bytes);
+    }
     println!(
-        "store opened in {:.2} s, RSS {:.0} MiB",
-        opened.elapsed().as_secs_f64(),
-        rss_open as f64 / 1048576.0
+        "all parts: {} lines, raw / {:.2}, filters {:.2} % of raw",
+        total.0,
+        total.1 as f64 / total.2 as f64,
+        total.3 as f64 * 100.0 / total.1 as f64
     );
     let t = templates();
     let mut line = String::new();
@@ -402,6 +438,7 @@ fn query(dir: &Path) {
             backward: true,
             line_hints: hints,
         };
+        let finder = memchr::memmem::Finder::new(literal.as_bytes());
         let mut times = Vec::new();
         let mut count = 0u64;
         let mut stats = osprey_collector::logs::ScanStats::default();
@@ -410,7 +447,7 @@ fn query(dir: &Path) {
             count = 0;
             stats = store
                 .scan(&req, &mut |_, e| {
-                    if e.line.contains(literal.as_str()) {
+                    if finder.find(e.line.as_bytes()).is_some() {
                         count += 1;
                     }
                     ControlFlow::Continue(())
@@ -425,7 +462,8 @@ fn query(dir: &Path) {
         let mut rg_count = String::new();
         for _ in 0..3 {
             let t0 = Instant::now();
-            let out = Command::new("rg").args(&rg).arg(dir.join("raw.log")).output().expect("rg (cargo install ripgrep)");
+            let out =
+                Command::new("rg").args(&rg).arg(dir.join("raw.log")).output().expect("rg (cargo install ripgrep)");
             rg_times.push(t0.elapsed().as_secs_f64());
             rg_count = String::from_utf8_lossy(&out.stdout).trim().to_string();
         }

@@ -90,7 +90,7 @@ impl BlockEncoder {
         }
         raw.extend_from_slice(&self.lines);
         out.clear();
-        zstd::stream::copy_encode(raw.as_slice(), &mut *out, level)?;
+        *out = zstd::bulk::compress(raw.as_slice(), level)?;
         self.ts.clear();
         self.lens.clear();
         self.lines.clear();
@@ -112,7 +112,10 @@ fn unzigzag(v: u64) -> i64 {
 /// A decoded block: offsets into one buffer.
 #[derive(Debug)]
 pub struct DecodedBlock {
+    /// Timestamps, lengths and metadata (not UTF-8 as a whole).
     buf: Vec<u8>,
+    /// The lines, validated once.
+    text: String,
     ts: Vec<i64>,
     /// `(start, end)` of each line in `buf`.
     lines: Vec<(u32, u32)>,
@@ -130,10 +133,10 @@ pub enum BlockError {
 }
 
 impl DecodedBlock {
-    /// Decompresses and indexes a block. `raw_hint` sizes the buffer (the block's raw length).
-    pub fn decode(compressed: &[u8], raw_hint: usize) -> Result<DecodedBlock, BlockError> {
-        let mut buf = Vec::with_capacity(raw_hint.min(256 << 20));
-        zstd::stream::copy_decode(compressed, &mut buf).map_err(BlockError::Zstd)?;
+    /// Decompresses and indexes a block. `raw_len` is the block's uncompressed length (from the
+    /// part meta); a block that would decompress to more is refused.
+    pub fn decode(compressed: &[u8], raw_len: usize) -> Result<DecodedBlock, BlockError> {
+        let mut buf = zstd::bulk::decompress(compressed, raw_len.min(256 << 20)).map_err(BlockError::Zstd)?;
         let mut r = Reader::new(&buf);
         let bad = |_| BlockError::Malformed("truncated header");
         let n = r.varint().map_err(bad)? as usize;
@@ -176,21 +179,20 @@ impl DecodedBlock {
                 return Err(BlockError::Malformed("metadata length mismatch"));
             }
         }
-        let mut at = r.pos();
         // One UTF-8 check for all lines; each line then only needs char-boundary checks.
-        if std::str::from_utf8(&buf[at..]).is_err() {
-            return Err(BlockError::Malformed("lines are not UTF-8"));
-        }
+        let text =
+            String::from_utf8(buf.split_off(r.pos())).map_err(|_| BlockError::Malformed("lines are not UTF-8"))?;
+        let mut at = 0usize;
         let mut lines = Vec::with_capacity(n);
         for len in lens {
-            let end = at.checked_add(len).filter(|&e| e <= buf.len()).ok_or(BlockError::Malformed("line past end"))?;
+            let end = at.checked_add(len).filter(|&e| e <= text.len()).ok_or(BlockError::Malformed("line past end"))?;
             lines.push((at as u32, end as u32));
             at = end;
         }
-        if at != buf.len() {
+        if at != text.len() {
             return Err(BlockError::Malformed("trailing bytes"));
         }
-        Ok(DecodedBlock { buf, ts, lines, meta_index, meta_pairs })
+        Ok(DecodedBlock { buf, text, ts, lines, meta_index, meta_pairs })
     }
 
     pub fn len(&self) -> usize {
@@ -213,8 +215,47 @@ impl DecodedBlock {
         self.buf.get(a as usize..b as usize).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("")
     }
 
+    /// All lines, concatenated (no separators).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Indexes in `lo..hi` of the lines containing every needle, found by searching the block's
+    /// text once per needle rather than line by line. A match that straddles two lines does not
+    /// count, and the search resumes at the next line so an overlapping real match is not lost.
+    pub fn lines_containing(&self, lo: usize, hi: usize, needles: &[memchr::memmem::Finder<'_>]) -> Vec<u32> {
+        let Some((first, rest)) = needles.split_first() else {
+            return (lo as u32..hi as u32).collect();
+        };
+        let text = self.text.as_bytes();
+        let n = first.needle().len();
+        let mut out = Vec::new();
+        if lo >= hi {
+            return out;
+        }
+        let mut pos = self.lines[lo].0 as usize;
+        let end = self.lines[hi - 1].1 as usize;
+        while pos < end {
+            let Some(o) = first.find(&text[pos..end]) else { break };
+            let at = pos + o;
+            // The line holding `at`: the last line starting at or before it.
+            let i = self.lines[lo..hi].partition_point(|&(a, _)| a as usize <= at) + lo - 1;
+            let (a, b) = self.lines[i];
+            if at + n <= b as usize {
+                let line = &text[a as usize..b as usize];
+                if rest.iter().all(|f| f.find(line).is_some()) {
+                    out.push(i as u32);
+                }
+            }
+            // Next line (an empty line cannot hold a match; skip past it too).
+            pos = (b as usize).max(at + 1);
+        }
+        out
+    }
+
     pub fn line(&self, i: usize) -> &str {
-        self.slice(self.lines[i])
+        let (a, b) = self.lines[i];
+        self.text.get(a as usize..b as usize).unwrap_or("")
     }
 
     /// The entry at `i`, borrowing from the block.
@@ -253,9 +294,27 @@ mod tests {
     }
 
     #[test]
+    fn lines_containing_ignores_matches_across_lines() {
+        let mut enc = BlockEncoder::default();
+        for (i, l) in ["xxab", "cdab", "", "abcd", "zz", "ab"].iter().enumerate() {
+            enc.push(i as i64, l, &[]);
+        }
+        let (mut raw, mut out) = (Vec::new(), Vec::new());
+        enc.finish(1, &mut raw, &mut out).unwrap();
+        let b = DecodedBlock::decode(&out, raw.len()).unwrap();
+        let f = |s: &'static str| memchr::memmem::Finder::new(s.as_bytes());
+        // "abcd" also occurs across "xxab|cdab": only line 3 holds it.
+        assert_eq!(b.lines_containing(0, 6, &[f("abcd")]), vec![3]);
+        assert_eq!(b.lines_containing(0, 6, &[f("ab")]), vec![0, 1, 3, 5]);
+        assert_eq!(b.lines_containing(1, 5, &[f("ab"), f("cd")]), vec![1, 3]);
+        assert_eq!(b.lines_containing(0, 6, &[f("bz")]), Vec::<u32>::new());
+        assert_eq!(b.lines_containing(2, 4, &[]), vec![2, 3]);
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(DecodedBlock::decode(b"not zstd", 10).is_err());
-        let bogus = zstd::encode_all(&[0xff, 0xff, 0xff, 0xff, 0x0f][..], 1).unwrap();
+        let bogus = zstd::bulk::compress(&[0xff, 0xff, 0xff, 0xff, 0x0f][..], 1).unwrap();
         assert!(DecodedBlock::decode(&bogus, 10).is_err());
     }
 }

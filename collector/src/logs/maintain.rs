@@ -221,10 +221,14 @@ pub(crate) fn flush(inner: &Inner) -> Result<(), StoreError> {
         inner.set_state(|s| {
             let mut frozen = s.frozen.clone();
             frozen.push((s.active.clone(), seg));
+            if let Ok(h) = s.active.read() {
+                inner.frozen_lines.fetch_add(h.entries as u64, Ordering::Relaxed);
+                inner.frozen_bytes.fetch_add(h.bytes as u64, Ordering::Relaxed);
+            }
             State { active: Arc::new(RwLock::new(Head::default())), frozen, parts: s.parts.clone() }
         });
-        inner.metrics.head_bytes.set(0);
-        inner.metrics.head_lines.set(0);
+        inner.metrics.head_bytes.set(inner.frozen_bytes.load(Ordering::Relaxed));
+        inner.metrics.head_lines.set(inner.frozen_lines.load(Ordering::Relaxed));
     }
     loop {
         let state = inner.snapshot();
@@ -311,6 +315,7 @@ fn flush_head(inner: &Inner, head_lock: &Arc<RwLock<Head>>, seg: u64) -> Result<
         };
         new_parts.push(Arc::new(LivePart { part, stream_ids }));
     }
+    let (head_lines, head_bytes) = (head.entries as u64, head.bytes as u64);
     drop(head);
     {
         let mut m = lock(&inner.manifest);
@@ -326,6 +331,12 @@ fn flush_head(inner: &Inner, head_lock: &Arc<RwLock<Head>>, seg: u64) -> Result<
             parts: s.parts.iter().cloned().chain(new_parts.iter().cloned()).collect(),
         });
     }
+    inner.frozen_lines.fetch_sub(head_lines, Ordering::Relaxed);
+    inner.frozen_bytes.fetch_sub(head_bytes, Ordering::Relaxed);
+    let (active_lines, active_bytes) =
+        inner.snapshot().active.read().map(|h| (h.entries as u64, h.bytes as u64)).unwrap_or((0, 0));
+    inner.metrics.head_lines.set(active_lines + inner.frozen_lines.load(Ordering::Relaxed));
+    inner.metrics.head_bytes.set(active_bytes + inner.frozen_bytes.load(Ordering::Relaxed));
     let removed = inner.wal.segments().iter().filter(|s| s.id < seg).count();
     inner.wal.remove_before(seg)?;
     inner.metrics.wal_removed_segments.inc_by(removed as u64);

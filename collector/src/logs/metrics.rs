@@ -71,7 +71,7 @@ impl LogMetrics {
         r.register("replayed_records", "WAL records replayed into the head at startup", m.replayed_records.clone());
         r.register(
             "ingest_waits",
-            "Pushes that waited because the head was at twice logs.head_max_bytes (flush behind)",
+            "Pushes that waited because the head was at 1.5 times logs.head_max_bytes (flush behind)",
             m.ingest_waits.clone(),
         );
         r.register("blocks_read", "Blocks decompressed by scans", m.blocks_read.clone());
