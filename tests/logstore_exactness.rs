@@ -229,7 +229,7 @@ fn check(store: &LogStore, rows: &[Row], rng: &mut StdRng, rounds: usize, phase:
 #[test]
 fn scan_matches_a_naive_scan_across_flushes_merges_and_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut rng = StdRng::seed_from_u64(0x05b5_e7);
+    let mut rng = StdRng::seed_from_u64(0x0005_b5e7);
     let rows = dataset(&mut rng);
     let third = rows.len() / 3;
     let store = open(tmp.path());

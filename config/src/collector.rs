@@ -117,6 +117,9 @@ pub struct Logs {
     pub maintenance_interval: Duration,
     /// Retention by age and by size, with per-tenant overrides.
     pub retention: Retention,
+    /// Loki-compatible receivers that get a copy of everything ingested (`[[logs.forward]]`),
+    /// each through its own durable on-disk queue.
+    pub forward: Vec<Forward>,
     /// Most lines one query may return (`limit` above it is refused).
     pub max_query_lines: usize,
     /// Tenant used when a request has no `X-Scope-OrgID`.
@@ -147,8 +150,46 @@ impl Default for Logs {
             merge_max_part_bytes: 1 << 30,
             maintenance_interval: Duration::from_secs(10),
             retention: Retention::default(),
+            forward: Vec::new(),
             max_query_lines: 5000,
             default_tenant: "fake".into(),
+        }
+    }
+}
+
+/// One forwarding target: a Loki push URL (Loki, VictoriaLogs, another collector). Pushes are
+/// queued on disk (`data_dir/forward/<name>`) before they are acknowledged, then sent in order
+/// with retries (429 and 5xx forever with backoff; other 4xx dropped and counted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forward {
+    /// Names the queue directory and the metrics label: `[A-Za-z0-9_-]+`, unique.
+    pub name: String,
+    /// Full push URL, e.g. `http://loki:3100/loki/api/v1/push`.
+    pub url: String,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer <token>` when not empty.
+    pub bearer_token: String,
+    /// Bound of the on-disk queue; at the bound the oldest pushes are dropped (counted).
+    pub max_queue_bytes: u64,
+    /// Per-request time limit.
+    pub timeout: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            name: String::new(),
+            url: String::new(),
+            headers: BTreeMap::new(),
+            bearer_token: String::new(),
+            max_queue_bytes: 1 << 30,
+            timeout: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -267,6 +308,21 @@ impl Validate for CollectorConfig {
         }
         if self.logs.maintenance_interval.get().is_zero() {
             p.push(("logs.maintenance_interval".into(), "must be greater than 0".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, f) in self.logs.forward.iter().enumerate() {
+            let key = |k: &str| format!("logs.forward[{i}].{k}");
+            if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                p.push((key("name"), "must be a non-empty name of letters, digits, '_' and '-'".into()));
+            } else if !names.insert(f.name.as_str()) {
+                p.push((key("name"), format!("{:?} is used by another [[logs.forward]]", f.name)));
+            }
+            if !(f.url.starts_with("http://") || f.url.starts_with("https://")) {
+                p.push((key("url"), format!("invalid URL {:?}: must start with http:// or https://", f.url)));
+            }
+            if f.max_queue_bytes < 1 << 20 {
+                p.push((key("max_queue_bytes"), "must be at least 1 MiB (1048576)".into()));
+            }
         }
         for name in self.logs.retention.tenants.keys() {
             if name.is_empty() {

@@ -97,8 +97,8 @@ fn push_shifted(run: &str, k: u64, out: &mut String) {
     let d = u128::from(run.parse::<u64>().unwrap_or(0));
     let v = if width >= 10 {
         // Odd and not a multiple of 5: invertible mod 10^width.
-        let a = 6_364_136_223_846_793_005u128 % m | 1;
-        let a = if a % 5 == 0 { a + 2 } else { a };
+        let a = (6_364_136_223_846_793_005u128 % m) | 1;
+        let a = if a.is_multiple_of(5) { a + 2 } else { a };
         ((d + u128::from(k)) % m * a) % m
     } else {
         (d + u128::from(k) % m) % m

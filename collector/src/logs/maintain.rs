@@ -21,14 +21,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// Live parts and the stream index built from them.
+pub type LoadedParts = (Vec<Arc<LivePart>>, HashMap<String, TenantIndex>);
+
 /// Opens every part the manifest names, deletes files it does not name, and builds the stream
 /// index. A part that cannot be read is moved to `parts/corrupt/` and dropped from the manifest
 /// (logged): the collector still starts.
-pub fn load_parts(
-    dir: &Path,
-    manifest: &mut Manifest,
-    metrics: &LogMetrics,
-) -> std::io::Result<(Vec<Arc<LivePart>>, HashMap<String, TenantIndex>)> {
+pub fn load_parts(dir: &Path, manifest: &mut Manifest, metrics: &LogMetrics) -> std::io::Result<LoadedParts> {
     let mut max_id = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -269,7 +268,7 @@ fn flush_head(inner: &Inner, head_lock: &Arc<RwLock<Head>>, seg: u64) -> Result<
                     let i = i as usize;
                     let ts = sh.ts[i];
                     let day = day_of(ts);
-                    if !writers.contains_key(&day) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = writers.entry(day) {
                         let pid = inner.next_part_id.fetch_add(1, Ordering::SeqCst);
                         let w = PartWriter::create(
                             &inner.parts_dir,
@@ -279,7 +278,7 @@ fn flush_head(inner: &Inner, head_lock: &Arc<RwLock<Head>>, seg: u64) -> Result<
                             inner.cfg.flush_zstd_level,
                             inner.cfg.block_bytes,
                         )?;
-                        writers.insert(day, (pid, w, None));
+                        slot.insert((pid, w, None));
                     }
                     let Some((_, w, current)) = writers.get_mut(&day) else { continue };
                     if *current != Some(*id) {
@@ -466,8 +465,14 @@ pub(crate) fn merge_once(inner: &Inner) -> Result<bool, StoreError> {
     let first = &inputs[0].part.meta;
     let (tenant, day) = (first.tenant.clone(), first.day);
     let pid = inner.next_part_id.fetch_add(1, Ordering::SeqCst);
-    let mut w =
-        PartWriter::create(&inner.parts_dir, pid, &tenant, day, inner.cfg.merge_zstd_level, inner.cfg.merge_block_bytes)?;
+    let mut w = PartWriter::create(
+        &inner.parts_dir,
+        pid,
+        &tenant,
+        day,
+        inner.cfg.merge_zstd_level,
+        inner.cfg.merge_block_bytes,
+    )?;
     // Streams in label order, each with its blocks per input (already time-ordered).
     let mut streams: BTreeMap<&str, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
     for (pi, lp) in inputs.iter().enumerate() {

@@ -9,9 +9,11 @@
 //! - [`index`]: per-tenant stream ids and label postings.
 //! - [`manifest`]: the atomically replaced list of live parts and the WAL checkpoint.
 //! - [`maintain`]: flush, merge and retention, in background threads.
+//! - [`forward`]: Loki push fan-out through durable disk queues.
 
 pub mod block;
 pub mod filter;
+pub mod forward;
 pub mod head;
 pub mod index;
 pub mod limits;

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub started: Instant,
     pub stop: AtomicBool,
     pub wake: (Mutex<bool>, Condvar),
+    /// Fan-out to `[[logs.forward]]` receivers, when configured.
+    pub forward: Option<super::forward::Forwarder>,
     /// Lines and line bytes in frozen heads (for the head gauges, which count both).
     pub frozen_lines: AtomicU64,
     pub frozen_bytes: AtomicU64,
@@ -294,6 +296,14 @@ impl LogStore {
         metrics.head_bytes.set(head.bytes as u64);
         metrics.head_lines.set(head.entries as u64);
         let next_part_id = manifest.next_part_id;
+        let forward = if cfg.logs.forward.is_empty() {
+            None
+        } else {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                std::io::Error::other("log forwarding needs a tokio runtime: open the store from one (spawn_blocking)")
+            })?;
+            Some(super::forward::Forwarder::start(&cfg.data_dir, &cfg.logs.forward, registry, &runtime)?)
+        };
         let inner = Arc::new(Inner {
             cfg: cfg.logs.clone(),
             parts_dir,
@@ -310,6 +320,7 @@ impl LogStore {
             started,
             stop: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
+            forward,
             frozen_lines: AtomicU64::new(0),
             frozen_bytes: AtomicU64::new(0),
         });
@@ -402,6 +413,9 @@ impl LogStore {
             if head.bytes >= inner.cfg.head_max_bytes {
                 inner.wake_flusher();
             }
+        }
+        if let Some(forward) = &inner.forward {
+            forward.enqueue(tenant, accepted_proto(&req, &valid)).await;
         }
         for v in &valid {
             out.accepted_lines += v.entries.len() as u64;
@@ -501,7 +515,7 @@ impl LogStore {
         // Longest first: the rarest needle drives the search of each block's text.
         let mut hints: Vec<&Vec<u8>> = req.line_hints.iter().filter(|h| !h.is_empty()).collect();
         hints.sort_by_key(|h| std::cmp::Reverse(h.len()));
-        let finders: Vec<memchr::memmem::Finder<'_>> = hints.iter().map(|h| memchr::memmem::Finder::new(h)).collect();
+        let finders: Vec<memchr::memmem::Finder<'_>> = hints.iter().map(memchr::memmem::Finder::new).collect();
         let ctx = Ctx { req, ids: &ids_set, labels: &labels, finders: &finders };
         let result = scan_sources(&ctx, &sources, &mut stats, visit);
         self.inner.metrics.blocks_read.inc_by(stats.blocks_read);
@@ -726,6 +740,24 @@ impl LogStore {
             })
             .collect()
     }
+}
+
+/// The accepted part of a push as an encoded `logproto.PushRequest` (for forwarding).
+fn accepted_proto(req: &PushRequest, valid: &[Validated]) -> Vec<u8> {
+    use osprey_protocol::logproto::StreamAdapter;
+    use prost::Message;
+    let streams = valid
+        .iter()
+        .map(|v| {
+            let s = &req.streams[v.stream_index];
+            StreamAdapter {
+                labels: v.canonical.clone(),
+                entries: v.entries.iter().map(|&i| s.entries[i].clone()).collect(),
+                hash: 0,
+            }
+        })
+        .collect();
+    PushRequest { streams }.encode_to_vec()
 }
 
 /// Inserts a replayed (or already validated) push into the index and head.
