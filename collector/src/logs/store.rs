@@ -235,7 +235,8 @@ impl LogStore {
         telemetry: Telemetry,
         registry: &mut Registry,
     ) -> std::io::Result<LogStore> {
-        let metrics = LogMetrics::register(registry);
+        let mut metrics = LogMetrics::register(registry);
+        metrics.rejected = Some(telemetry.clone());
         let logs_dir = cfg.data_dir.join("logs");
         let parts_dir = logs_dir.join("parts");
         std::fs::create_dir_all(&parts_dir)?;
