@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"OSPPART1";
 const END_MAGIC: &[u8; 8] = b"OSPPEND1";
 const FOOTER: usize = 32;
-const VERSION: u32 = 1;
+/// 2: lines `\n`-terminated when none contains a newline.
+const VERSION: u32 = 2;
 
 pub const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
