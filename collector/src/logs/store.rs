@@ -443,8 +443,9 @@ impl LogStore {
         (ids, labels)
     }
 
-    /// Visits every entry of `req.tenant` whose stream matches `req.selector` and whose
-    /// timestamp is in `[start_ns, end_ns)`. Blocking: call it from `spawn_blocking`.
+    /// Visits every entry of `req.tenant` whose stream matches `req.selector`, whose timestamp
+    /// is in `[start_ns, end_ns)` and whose line contains every `req.line_hints` (all entries when
+    /// there are none). Blocking: call it from `spawn_blocking`.
     ///
     /// This is the contract between the store and the query engine:
     /// - Every such entry is visited **exactly once** (even while flushes and merges run:
@@ -458,8 +459,9 @@ impl LogStore {
     /// - `line_hints` are byte strings every wanted line contains (from `|=` filters). The store
     ///   uses them to skip blocks (token filter and n-gram signature per block) and, within the
     ///   blocks it reads, to skip lines: **only lines containing every hint are visited** (found by
-    ///   one substring search over each block's text, on the worker threads). The engine still
-    ///   applies its own filters. `lines_scanned`/`bytes_scanned` count visited lines.
+    ///   one substring search over each block's text, on the worker threads; an empty hint is
+    ///   ignored). The engine still applies its own filters. `lines_scanned`/`bytes_scanned` count
+    ///   visited lines.
     /// - The visitor returns `ControlFlow::Break(())` to stop the scan early.
     /// - Blocks are decompressed on up to 4 threads ahead of the visitor (bounded: a few blocks
     ///   in flight); the visitor itself runs on the calling thread.
