@@ -81,10 +81,14 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
     let telemetry = telemetry::Telemetry::new(&mut registry);
     let store_cfg = cfg.clone();
     let store_telemetry = telemetry.clone();
-    let logs = tokio::task::spawn_blocking(move || logs::LogStore::open(&store_cfg, store_telemetry))
-        .await
-        .context("WAL replay panicked")?
-        .with_context(|| format!("cannot open the log store in {}", cfg.data_dir.display()))?;
+    let (logs, registry) = tokio::task::spawn_blocking(move || {
+        let mut registry = registry;
+        let logs = logs::LogStore::open_with_registry(&store_cfg, store_telemetry, &mut registry);
+        (logs, registry)
+    })
+    .await
+    .context("WAL replay panicked")?;
+    let logs = logs.with_context(|| format!("cannot open the log store in {}", cfg.data_dir.display()))?;
     let series = series::SeriesStore::new(cfg.metrics.max_series, cfg.metrics.series_ttl.get(), telemetry.clone());
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await

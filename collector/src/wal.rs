@@ -86,6 +86,9 @@ pub struct ReplayReport {
 struct Request {
     payload: Vec<u8>,
     done: oneshot::Sender<Result<RecordPos, WalError>>,
+    /// Not a record: close the open segment (after committing what came before) and start a
+    /// new one; `done` gets the new segment's id as `RecordPos::segment`.
+    roll: bool,
 }
 
 pub struct Wal {
@@ -168,8 +171,46 @@ impl Wal {
         }
         let (done, wait) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(WalError::Closed)?;
-        tx.send(Request { payload, done }).await.map_err(|_| WalError::Closed)?;
+        tx.send(Request { payload, done, roll: false }).await.map_err(|_| WalError::Closed)?;
         wait.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Closes the open segment and starts a new one; returns the new segment's id. Every record
+    /// appended (and acknowledged) before this call is in a segment with a smaller id, which is
+    /// what lets the log store truncate the WAL after a flush.
+    pub fn roll_blocking(&self) -> Result<u64, WalError> {
+        let (done, wait) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(WalError::Closed)?;
+        tx.blocking_send(Request { payload: Vec::new(), done, roll: true }).map_err(|_| WalError::Closed)?;
+        Ok(wait.blocking_recv().map_err(|_| WalError::Closed)??.segment)
+    }
+
+    /// Deletes every segment with an id below `id` (their records are safely elsewhere) and
+    /// returns how many bytes that freed. The open segment is never below a rolled id.
+    pub fn remove_before(&self, id: u64) -> io::Result<u64> {
+        let doomed: Vec<Arc<Segment>> = match self.segments.write() {
+            Ok(mut segs) => {
+                let (old, keep): (Vec<_>, Vec<_>) = segs.drain(..).partition(|s| s.id < id);
+                *segs = keep;
+                old
+            }
+            Err(_) => return Err(io::Error::other("WAL segment list lock poisoned")),
+        };
+        let mut freed = 0;
+        for seg in &doomed {
+            freed += std::fs::metadata(&seg.path).map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(&seg.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(seg) = doomed.first()
+            && let Some(dir) = seg.path.parent()
+        {
+            sync_dir(dir)?;
+        }
+        Ok(freed)
     }
 
     /// The segments and their committed lengths, oldest first, for readers.
@@ -199,13 +240,24 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut batch: Vec<Request> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
+        let mut roll_after: Option<Request> = None;
         while let Some(first) = rx.blocking_recv() {
+            if first.roll {
+                let result = self.roll().map(|()| RecordPos { segment: self.current_id(), offset: HEADER as u64 });
+                let _ = first.done.send(result);
+                continue;
+            }
             let started = Instant::now();
             let mut pending = first.payload.len();
             batch.push(first);
             if self.fsync != FsyncMode::Always {
                 while pending < MAX_GROUP_BYTES && started.elapsed() < self.batch_wait {
                     match rx.try_recv() {
+                        Ok(r) if r.roll => {
+                            // Commit what came before the roll first, so ordering holds.
+                            roll_after = Some(r);
+                            break;
+                        }
                         Ok(r) => {
                             pending += r.payload.len();
                             batch.push(r);
@@ -232,6 +284,10 @@ impl Writer {
                         }));
                     }
                 }
+            }
+            if let Some(r) = roll_after.take() {
+                let result = self.roll().map(|()| RecordPos { segment: self.current_id(), offset: HEADER as u64 });
+                let _ = r.done.send(result);
             }
         }
         let _ = self.file.sync_all();
@@ -302,6 +358,9 @@ impl Writer {
     }
 
     fn roll(&mut self) -> Result<(), WalError> {
+        if let Some(p) = &self.poisoned {
+            return Err(WalError::Poisoned(p.clone()));
+        }
         if self.fsync != FsyncMode::Never {
             self.file.sync_data()?;
         }

@@ -2,6 +2,7 @@
 
 use crate::{Duration, Validate};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -73,8 +74,52 @@ pub struct Logs {
     pub fsync_batch_wait: Duration,
     /// Longest line accepted; longer lines are refused with 400, as Loki does.
     pub max_line_bytes: usize,
+    /// Most labels one stream may have (Loki's `max_label_names_per_series`); 400 above it.
+    pub max_labels_per_stream: usize,
+    /// Longest label name (Loki's `max_label_name_length`); 400 above it.
+    pub max_label_name_bytes: usize,
+    /// Longest label value (Loki's `max_label_value_length`); 400 above it.
+    pub max_label_value_bytes: usize,
+    /// Most active streams per tenant (Loki's `max_global_streams_per_user`): a push that
+    /// would create one more is answered 429. A stream is active while it received lines within
+    /// `stream_idle_timeout`.
+    pub max_streams_per_tenant: usize,
+    /// How long a stream stays active (counts against `max_streams_per_tenant`) after its last line.
+    pub stream_idle_timeout: Duration,
+    /// Out-of-order window per stream: a line older than the stream's newest line minus this is
+    /// refused (Loki's "entry too far behind", half of `max_chunk_age`).
+    pub out_of_order_window: Duration,
     /// WAL segment size before rolling to a new file.
     pub wal_segment_bytes: u64,
+    /// Recent lines are kept in memory (the head, queryable) and written to a part when the head
+    /// holds this many bytes of lines...
+    pub head_max_bytes: usize,
+    /// ...or when its oldest line arrived this long ago. The WAL is truncated after each flush,
+    /// so this also bounds replay time after a crash.
+    pub flush_interval: Duration,
+    /// Uncompressed line bytes per block written by a flush (the unit of compression, filtering
+    /// and reading).
+    pub block_bytes: usize,
+    /// Uncompressed line bytes per block written by a merge: bigger blocks compress ~4 % better
+    /// (zstd sees more of the stream) at the cost of reading more per false-positive block.
+    pub merge_block_bytes: usize,
+    /// zstd level of parts written by a flush (fast: it runs alongside ingest).
+    pub flush_zstd_level: i32,
+    /// zstd level of parts written by a merge (background; smaller files).
+    pub merge_zstd_level: i32,
+    /// Parts of one tenant and day are merged once there are this many.
+    pub merge_min_parts: usize,
+    /// Most parts merged at once; merge memory is bounded by this many blocks being read.
+    pub merge_max_parts: usize,
+    /// A merge never produces a part larger than this (compressed bytes, estimated).
+    pub merge_max_part_bytes: u64,
+    /// How often retention and merges are considered.
+    pub maintenance_interval: Duration,
+    /// Retention by age and by size, with per-tenant overrides.
+    pub retention: Retention,
+    /// Loki-compatible receivers that get a copy of everything ingested (`[[logs.forward]]`),
+    /// each through its own durable on-disk queue.
+    pub forward: Vec<Forward>,
     /// Most lines one query may return (`limit` above it is refused).
     pub max_query_lines: usize,
     /// Tenant used when a request has no `X-Scope-OrgID`.
@@ -93,12 +138,98 @@ impl Default for Logs {
             fsync: FsyncMode::Batch,
             fsync_batch_wait: Duration::from_millis(10),
             max_line_bytes: 256 << 10,
+            max_labels_per_stream: 15,
+            max_label_name_bytes: 1024,
+            max_label_value_bytes: 2048,
+            max_streams_per_tenant: 5000,
+            stream_idle_timeout: Duration::from_secs(30 * 60),
+            out_of_order_window: Duration::from_secs(3600),
             wal_segment_bytes: 128 << 20,
+            head_max_bytes: 64 << 20,
+            flush_interval: Duration::from_secs(60),
+            block_bytes: 1 << 20,
+            merge_block_bytes: 4 << 20,
+            flush_zstd_level: 3,
+            merge_zstd_level: 9,
+            merge_min_parts: 4,
+            merge_max_parts: 8,
+            merge_max_part_bytes: 1 << 30,
+            maintenance_interval: Duration::from_secs(10),
+            retention: Retention::default(),
+            forward: Vec::new(),
             max_query_lines: 5000,
             default_tenant: "fake".into(),
             max_query_memory_bytes: 256 << 20,
             max_concurrent_queries: 4,
         }
+    }
+}
+
+/// One forwarding target: a Loki push URL (Loki, VictoriaLogs, another collector). Pushes are
+/// queued on disk (`data_dir/forward/<name>`) before they are acknowledged, then sent in order
+/// with retries (429 and 5xx forever with backoff; other 4xx dropped and counted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forward {
+    /// Names the queue directory and the metrics label: `[A-Za-z0-9_-]+`, unique.
+    pub name: String,
+    /// Full push URL, e.g. `http://loki:3100/loki/api/v1/push`.
+    pub url: String,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer <token>` when not empty.
+    pub bearer_token: String,
+    /// Bound of the on-disk queue; at the bound the oldest pushes are dropped (counted).
+    pub max_queue_bytes: u64,
+    /// Per-request time limit.
+    pub timeout: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            name: String::new(),
+            url: String::new(),
+            headers: BTreeMap::new(),
+            bearer_token: String::new(),
+            max_queue_bytes: 1 << 30,
+            timeout: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Retention of log parts. Expired data goes as whole part files; lines still in the head are
+/// not counted until they are flushed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Parts whose newest line is older than this are deleted. `"0s"`: keep forever.
+    pub period: Duration,
+    /// Per tenant: when its parts take more bytes than this, the oldest go first. 0: no bound.
+    pub max_bytes: u64,
+    /// Overrides by tenant (`[logs.retention.tenants.team-a] period = "7d"`).
+    pub tenants: BTreeMap<String, TenantRetention>,
+}
+
+/// A tenant's own retention; unset keys fall back to `[logs.retention]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantRetention {
+    pub period: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+impl Retention {
+    /// The age bound (None: keep forever) and size bound (0: none) for `tenant`.
+    pub fn for_tenant(&self, tenant: &str) -> (Option<std::time::Duration>, u64) {
+        let t = self.tenants.get(tenant);
+        let period = t.and_then(|t| t.period).unwrap_or(self.period).get();
+        let max_bytes = t.and_then(|t| t.max_bytes).unwrap_or(self.max_bytes);
+        ((!period.is_zero()).then_some(period), max_bytes)
     }
 }
 
@@ -145,6 +276,66 @@ impl Validate for CollectorConfig {
         }
         if self.logs.fsync_batch_wait.get() > std::time::Duration::from_secs(1) {
             p.push(("logs.fsync_batch_wait".into(), "must be at most 1s: pushes wait this long for their ack".into()));
+        }
+        for (key, v) in [
+            ("logs.max_labels_per_stream", self.logs.max_labels_per_stream),
+            ("logs.max_label_name_bytes", self.logs.max_label_name_bytes),
+            ("logs.max_label_value_bytes", self.logs.max_label_value_bytes),
+            ("logs.max_streams_per_tenant", self.logs.max_streams_per_tenant),
+        ] {
+            if v == 0 {
+                p.push((key.into(), "must be greater than 0".into()));
+            }
+        }
+        if self.logs.head_max_bytes < 1 << 20 {
+            p.push(("logs.head_max_bytes".into(), "must be at least 1 MiB (1048576)".into()));
+        }
+        for (key, v) in
+            [("logs.block_bytes", self.logs.block_bytes), ("logs.merge_block_bytes", self.logs.merge_block_bytes)]
+        {
+            if !(4096..=64 << 20).contains(&v) {
+                p.push((key.into(), "must be between 4096 and 67108864".into()));
+            }
+        }
+        for (key, level) in [
+            ("logs.flush_zstd_level", self.logs.flush_zstd_level),
+            ("logs.merge_zstd_level", self.logs.merge_zstd_level),
+        ] {
+            if !(1..=19).contains(&level) {
+                p.push((key.into(), "must be a zstd level from 1 to 19".into()));
+            }
+        }
+        if self.logs.merge_min_parts < 2 {
+            p.push(("logs.merge_min_parts".into(), "must be at least 2".into()));
+        }
+        if self.logs.merge_max_parts < self.logs.merge_min_parts {
+            p.push(("logs.merge_max_parts".into(), "must be at least logs.merge_min_parts".into()));
+        }
+        if self.logs.flush_interval.get().is_zero() {
+            p.push(("logs.flush_interval".into(), "must be greater than 0".into()));
+        }
+        if self.logs.maintenance_interval.get().is_zero() {
+            p.push(("logs.maintenance_interval".into(), "must be greater than 0".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, f) in self.logs.forward.iter().enumerate() {
+            let key = |k: &str| format!("logs.forward[{i}].{k}");
+            if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                p.push((key("name"), "must be a non-empty name of letters, digits, '_' and '-'".into()));
+            } else if !names.insert(f.name.as_str()) {
+                p.push((key("name"), format!("{:?} is used by another [[logs.forward]]", f.name)));
+            }
+            if !(f.url.starts_with("http://") || f.url.starts_with("https://")) {
+                p.push((key("url"), format!("invalid URL {:?}: must start with http:// or https://", f.url)));
+            }
+            if f.max_queue_bytes < 1 << 20 {
+                p.push((key("max_queue_bytes"), "must be at least 1 MiB (1048576)".into()));
+            }
+        }
+        for name in self.logs.retention.tenants.keys() {
+            if name.is_empty() {
+                p.push(("logs.retention.tenants".into(), "a tenant name must not be empty".into()));
+            }
         }
         if self.logs.max_query_lines == 0 {
             p.push(("logs.max_query_lines".into(), "must be greater than 0".into()));

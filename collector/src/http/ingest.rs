@@ -54,7 +54,9 @@ pub async fn loki_push(State(state): State<AppState>, headers: HeaderMap, body: 
             if more > 0 {
                 msg.push_str(&format!("\n(and {more} more errors)"));
             }
-            text_error(StatusCode::BAD_REQUEST, msg)
+            // Loki answers 429 (retry later) for the stream limit, 400 for bad data.
+            let status = if outcome.rate_limited { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::BAD_REQUEST };
+            text_error(status, msg)
         }
         Err(e) => {
             state.telemetry.reject("push", "storage_error");

@@ -267,7 +267,12 @@ pub fn select_logs(src: &dyn LogSource, q: &LogQuery, p: &LogParams, limits: Lim
         selector: q.selector.clone(),
         start_ns: p.start_ns,
         end_ns: p.end_ns,
-        backward: p.backward,
+        // Always visit forward: the store then hands each stream's entries with equal
+        // timestamps over in ingest order, whether they sit in the head or in blocks, so `seq`
+        // is the ingest order and a backward answer is the exact reverse of a forward one.
+        // (Visiting backward reverses ties inside blocks but not in the head.) The engine keeps
+        // a top-`limit` heap over everything it visits, so the visiting direction costs nothing.
+        backward: false,
         line_hints: q.required_literals(),
     };
     let scan = src.scan(&req, &mut |stream, e| {
