@@ -94,18 +94,64 @@ impl Default for Logs {
     }
 }
 
+/// The metrics side: remote_write ingest, the series store, its query APIs, fleet liveness.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Metrics {
-    /// A series with no sample for this long disappears from `/federate`.
+    /// A series with no sample for this long disappears from `/federate` and the query API.
     pub series_ttl: Duration,
-    /// Most active series kept; new series above it are refused with 429 and counted.
+    /// Most active series kept over all tenants; new series above it are refused with 429
+    /// and counted.
     pub max_series: usize,
+    /// Most active series kept for one tenant (`X-Scope-OrgID`); new series above it are
+    /// refused with 429 and counted.
+    pub max_series_per_tenant: usize,
+    /// Most tenants holding series at once; writes for a further tenant are refused with 429.
+    pub max_tenants: usize,
+    /// Most labels on one series, `__name__` included; more is refused with 400.
+    pub max_labels_per_series: usize,
+    /// Longest label name in bytes; longer is refused with 400.
+    pub max_label_name_bytes: usize,
+    /// Longest label value in bytes; longer is refused with 400.
+    pub max_label_value_bytes: usize,
+    /// Most metric families whose metadata (type, help, unit) is kept per tenant; metadata
+    /// for more is dropped and counted (samples are still stored).
+    pub max_metadata_families: usize,
+    /// Most series one query (`/api/v1/query`, `/api/v1/series`) may select; more is refused
+    /// with 422, as Prometheus refuses queries over its limits.
+    pub max_query_series: usize,
+    /// How far back an instant query looks for a series' latest sample (Prometheus'
+    /// `--query.lookback-delta`).
+    pub query_lookback: Duration,
+    /// The label whose values name agents (hosts) for `osprey_agent_up` and
+    /// `osprey_agent_last_seen_timestamp_seconds`; empty turns fleet liveness off.
+    pub agent_label: String,
+    /// An agent with no sample for this long is reported down (`osprey_agent_up` 0).
+    pub agent_down_after: Duration,
+    /// An agent silent for this long is forgotten (its liveness series disappear).
+    pub agent_forget_after: Duration,
+    /// Most agents tracked; agents above it are not tracked, and counted.
+    pub max_agents: usize,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics { series_ttl: Duration::from_secs(300), max_series: 1_000_000 }
+        Metrics {
+            series_ttl: Duration::from_secs(300),
+            max_series: 1_000_000,
+            max_series_per_tenant: 1_000_000,
+            max_tenants: 1000,
+            max_labels_per_series: 30,
+            max_label_name_bytes: 1024,
+            max_label_value_bytes: 2048,
+            max_metadata_families: 100_000,
+            max_query_series: 1_000_000,
+            query_lookback: Duration::from_secs(300),
+            agent_label: "host".into(),
+            agent_down_after: Duration::from_secs(60),
+            agent_forget_after: Duration::from_secs(24 * 3600),
+            max_agents: 10_000,
+        }
     }
 }
 
@@ -144,8 +190,52 @@ impl Validate for CollectorConfig {
         if self.logs.default_tenant.is_empty() {
             p.push(("logs.default_tenant".into(), "must not be empty".into()));
         }
-        if self.metrics.max_series == 0 {
-            p.push(("metrics.max_series".into(), "must be greater than 0".into()));
+        self.metrics.validate(p);
+    }
+}
+
+impl Validate for Metrics {
+    fn validate(&self, p: &mut Vec<(String, String)>) {
+        let positive = [
+            ("max_series", self.max_series),
+            ("max_series_per_tenant", self.max_series_per_tenant),
+            ("max_tenants", self.max_tenants),
+            ("max_labels_per_series", self.max_labels_per_series),
+            ("max_label_name_bytes", self.max_label_name_bytes),
+            ("max_label_value_bytes", self.max_label_value_bytes),
+            ("max_query_series", self.max_query_series),
+            ("max_agents", self.max_agents),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                p.push((format!("metrics.{key}"), "must be greater than 0".into()));
+            }
+        }
+        if self.max_series_per_tenant > self.max_series {
+            p.push(("metrics.max_series_per_tenant".into(), "must be at most metrics.max_series".into()));
+        }
+        if self.series_ttl.get() < std::time::Duration::from_secs(1) {
+            p.push(("metrics.series_ttl".into(), "must be at least 1s".into()));
+        }
+        if self.query_lookback.get() < std::time::Duration::from_secs(1) {
+            p.push(("metrics.query_lookback".into(), "must be at least 1s".into()));
+        }
+        if !self.agent_label.is_empty() && !is_label_name(&self.agent_label) {
+            p.push((
+                "metrics.agent_label".into(),
+                format!("{:?} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)", self.agent_label),
+            ));
+        }
+        if self.agent_down_after.get() < std::time::Duration::from_secs(1) {
+            p.push(("metrics.agent_down_after".into(), "must be at least 1s".into()));
+        }
+        if self.agent_forget_after.get() < self.agent_down_after.get() {
+            p.push(("metrics.agent_forget_after".into(), "must be at least metrics.agent_down_after".into()));
         }
     }
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_') && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }

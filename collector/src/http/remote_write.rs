@@ -1,0 +1,150 @@
+//! The remote_write receiver: content negotiation, limits, decoding, and the answer.
+//!
+//! Order of checks, each refusal counted in `osprey_rejected_requests_total{endpoint=
+//! "remote_write", reason}`: body size (413, also enforced by the router from the headers),
+//! content type and encoding (415), snappy framing and decompressed size (400), protobuf
+//! framing (400, nothing stored). Then the store checks each series (400 for invalid ones, 429
+//! for capacity, valid series kept either way).
+
+use super::{AppState, tenant};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use osprey_protocol::remote_write::{self, Version, WriteView};
+use osprey_protocol::snappy::SnappyError;
+use crate::metrics::IngestOutcome;
+use osprey_protocol::writev2;
+
+/// Bodies larger than this are decoded on the blocking pool instead of an async worker.
+const INLINE_BODY_BYTES: usize = 256 << 10;
+
+/// The answer to one write, and what the counters need to know about it.
+pub struct Answer {
+    pub status: StatusCode,
+    pub message: String,
+    pub version_label: &'static str,
+    /// 2.0 only: samples, histograms and exemplars written.
+    pub written: Option<(u64, u64, u64)>,
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut resp = if self.status == StatusCode::NO_CONTENT {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            super::text_error(self.status, self.message)
+        };
+        if let Some((samples, histograms, exemplars)) = self.written {
+            let h = resp.headers_mut();
+            h.insert(writev2::SAMPLES_WRITTEN_HEADER, HeaderValue::from(samples));
+            h.insert(writev2::HISTOGRAMS_WRITTEN_HEADER, HeaderValue::from(histograms));
+            h.insert(writev2::EXEMPLARS_WRITTEN_HEADER, HeaderValue::from(exemplars));
+        }
+        resp
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+pub async fn handle(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+    let refuse = |status: StatusCode, reason: &'static str, version: Option<Version>, message: String| {
+        state.telemetry.reject("remote_write", reason);
+        Answer {
+            status,
+            message,
+            version_label: version.map_or("unknown", label),
+            written: (version == Some(Version::V2)).then_some((0, 0, 0)),
+        }
+    };
+    let version = match Version::from_content_type(header_str(headers, header::CONTENT_TYPE)) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None, e),
+    };
+    let encoding = header_str(headers, header::CONTENT_ENCODING);
+    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("snappy") {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            Some(version),
+            format!("unsupported Content-Encoding {encoding:?}: remote_write bodies are snappy-compressed (block format)"),
+        );
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let limit = state.cfg.server.max_body_bytes;
+            return refuse(
+                e.status(),
+                "body_too_large",
+                Some(version),
+                format!("cannot read the request body ({e}); bodies are limited to {limit} bytes (server.max_body_bytes)"),
+            );
+        }
+    };
+    let tenant = tenant(headers, state);
+    if body.len() <= INLINE_BODY_BYTES {
+        return decode_and_store(state, &tenant, version, &body);
+    }
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || decode_and_store(&st, &tenant, version, &body)).await {
+        Ok(answer) => answer,
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", Some(version), format!("write task failed: {e}")),
+    }
+}
+
+fn label(v: Version) -> &'static str {
+    match v {
+        Version::V1 => "1.0",
+        Version::V2 => "2.0",
+    }
+}
+
+fn decode_and_store(state: &AppState, tenant: &str, version: Version, body: &[u8]) -> Answer {
+    let limit = state.cfg.server.max_decompressed_bytes;
+    let answer = |status: StatusCode, message: String, samples: u64| Answer {
+        status,
+        message,
+        version_label: label(version),
+        written: (version == Version::V2).then_some((samples, 0, 0)),
+    };
+    let fail = |reason: &'static str, message: String| {
+        state.telemetry.reject("remote_write", reason);
+        answer(StatusCode::BAD_REQUEST, message, 0)
+    };
+    let raw = match osprey_protocol::snappy::decompress(body, limit) {
+        Ok(raw) => raw,
+        Err(e @ SnappyError::TooLarge { .. }) => {
+            return fail("decompressed_too_large", format!("{e} (server.max_decompressed_bytes)"));
+        }
+        Err(e @ SnappyError::Empty) => return fail("empty_body", format!("empty remote_write body: {e}")),
+        Err(e) => return fail("bad_snappy", e.to_string()),
+    };
+    let decoded = match version {
+        Version::V1 => remote_write::decode_v1(&raw),
+        Version::V2 => remote_write::decode_v2(&raw),
+    };
+    let view: WriteView<'_> = match decoded {
+        Ok(v) => v,
+        Err(e) => return fail("bad_body", e.to_string()),
+    };
+    let outcome = state.metrics.ingest(tenant, &view);
+    let written = outcome.samples_written;
+    if outcome.invalid_series > 0 {
+        state.telemetry.reject("remote_write", "invalid_series");
+        let mut message = IngestOutcome::message(&outcome.invalid, outcome.invalid_series);
+        if outcome.over_limit_series > 0 {
+            message.push('\n');
+            message.push_str(&IngestOutcome::message(&outcome.over_limit, outcome.over_limit_series));
+        }
+        return answer(StatusCode::BAD_REQUEST, message, written);
+    }
+    if outcome.over_limit_series > 0 {
+        state.telemetry.reject("remote_write", "over_limit");
+        let message = IngestOutcome::message(&outcome.over_limit, outcome.over_limit_series);
+        return answer(StatusCode::TOO_MANY_REQUESTS, message, written);
+    }
+    answer(StatusCode::NO_CONTENT, String::new(), written)
+}

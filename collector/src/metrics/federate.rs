@@ -1,0 +1,278 @@
+//! `/federate`: the latest sample of every matching series, as Prometheus text 0.0.4 or
+//! OpenMetrics 1.0.
+//!
+//! Rendering a million series must not stop ingest for its whole duration, so each shard is
+//! rendered under its own read lock into its own buffer, with the lines of each metric family
+//! written contiguously; the families are then stitched together in name order without any
+//! lock, the output being a list of slices of those buffers (no second copy). Families are
+//! `untyped` (`unknown` in OpenMetrics), as Prometheus' own federation serves them, with a
+//! `# HELP` line when the family's metadata is known (so `promtool check metrics` is content).
+//! Series within a family come in no particular order, which both formats allow.
+
+use super::{MetricsStore, lock, read};
+use crate::selector::Selector;
+use bytes::{Bytes, BytesMut};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::ops::Range;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`: integer millisecond timestamps.
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`: float second timestamps, `# EOF`.
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => osprey_protocol::exposition::TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// Negotiates from an `Accept` header the way Prometheus' scraper offers formats:
+    /// OpenMetrics when it is acceptable with a higher or equal quality than text.
+    pub fn from_accept(accept: &str) -> Format {
+        let mut om = None::<f32>;
+        let mut text = None::<f32>;
+        for part in accept.split(',') {
+            let mut params = part.split(';');
+            let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = 1.0f32;
+            for p in params {
+                if let Some((k, v)) = p.split_once('=')
+                    && k.trim() == "q"
+                {
+                    q = v.trim().parse().unwrap_or(0.0);
+                }
+            }
+            match media.as_str() {
+                "application/openmetrics-text" => om = Some(om.map_or(q, |o| o.max(q))),
+                "text/plain" | "*/*" | "text/*" => text = Some(text.map_or(q, |t| t.max(q))),
+                _ => {}
+            }
+        }
+        match (om, text) {
+            (Some(o), t) if o > 0.0 && o >= t.unwrap_or(0.0) => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// One shard's rendered lines: its buffer and, per family, the range of its lines.
+struct Part {
+    buf: Bytes,
+    families: Vec<(String, Range<usize>)>,
+}
+
+/// Renders the matching series of `tenant` and returns the body as chunks (slices of the
+/// per-shard buffers and the family headers), ready to stream or compress.
+pub fn render(store: &MetricsStore, tenant: &str, selectors: &[Selector], format: Format) -> Vec<Bytes> {
+    let mut parts: Vec<Part> = Vec::new();
+    let mut help: BTreeMap<String, Option<String>> = BTreeMap::new();
+    if let Some(t) = store.tenant(tenant) {
+        for shard in t.shards.iter() {
+            let s = read(shard);
+            let Some(name_sym) = s.symbols.lookup("__name__") else { continue };
+            let mut picked: Vec<(u32, u32)> = Vec::new();
+            for id in MetricsStore::selected(&s, selectors).iter() {
+                if let Some(series) = s.get(id)
+                    && let Some(name) = s.label_value(series, name_sym)
+                {
+                    picked.push((name, id));
+                }
+            }
+            if picked.is_empty() {
+                continue;
+            }
+            picked.sort_unstable();
+            let mut buf = BytesMut::with_capacity(picked.len() * 96);
+            let mut families = Vec::new();
+            let mut i = 0;
+            while i < picked.len() {
+                let name_id = picked[i].0;
+                let name = s.symbols.get(name_id);
+                let start = buf.len();
+                while i < picked.len() && picked[i].0 == name_id {
+                    if let Some(series) = s.get(picked[i].1) {
+                        write_line(&mut buf, name, s.labels(series), series.value, series.timestamp_ms, format);
+                    }
+                    i += 1;
+                }
+                help.entry(name.to_string()).or_insert(None);
+                families.push((name.to_string(), start..buf.len()));
+            }
+            parts.push(Part { buf: buf.freeze(), families });
+        }
+        let md = lock(&t.metadata);
+        for (name, h) in help.iter_mut() {
+            *h = md.for_series(name).map(|m| m.help.to_string()).filter(|h| !h.is_empty());
+        }
+    }
+    // Stitch: families in name order, each with its header and its lines from every shard.
+    let mut by_family: BTreeMap<&str, Vec<(usize, Range<usize>)>> = BTreeMap::new();
+    for (p, part) in parts.iter().enumerate() {
+        for (name, range) in &part.families {
+            by_family.entry(name.as_str()).or_default().push((p, range.clone()));
+        }
+    }
+    let mut chunks = Vec::with_capacity(by_family.len() * 2 + 1);
+    for (name, ranges) in by_family {
+        let mut header = String::new();
+        if let Some(Some(h)) = help.get(name) {
+            write_help(&mut header, name, h, format);
+        }
+        header.push_str("# TYPE ");
+        header.push_str(name);
+        header.push_str(if format == Format::Text { " untyped\n" } else { " unknown\n" });
+        chunks.push(Bytes::from(header));
+        for (p, range) in ranges {
+            chunks.push(parts[p].buf.slice(range));
+        }
+    }
+    if format == Format::OpenMetrics {
+        chunks.push(Bytes::from_static(b"# EOF\n"));
+    }
+    chunks
+}
+
+fn write_help(out: &mut String, name: &str, help: &str, format: Format) {
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if format == Format::OpenMetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+}
+
+/// `name{labels} value timestamp\n`, without `__name__` among the labels.
+fn write_line<'a>(
+    buf: &mut BytesMut,
+    name: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    value: f64,
+    timestamp_ms: i64,
+    format: Format,
+) {
+    buf.extend_from_slice(name.as_bytes());
+    let mut first = true;
+    for (k, v) in labels {
+        if k == "__name__" {
+            continue;
+        }
+        buf.extend_from_slice(if first { b"{" } else { b"," });
+        first = false;
+        buf.extend_from_slice(k.as_bytes());
+        buf.extend_from_slice(b"=\"");
+        write_escaped(buf, v);
+        buf.extend_from_slice(b"\"");
+    }
+    if !first {
+        buf.extend_from_slice(b"}");
+    }
+    buf.extend_from_slice(b" ");
+    write_value(buf, value);
+    buf.extend_from_slice(b" ");
+    match format {
+        Format::Text => {
+            let _ = write!(WriterOf(buf), "{timestamp_ms}");
+        }
+        Format::OpenMetrics => write_seconds(buf, timestamp_ms),
+    }
+    buf.extend_from_slice(b"\n");
+}
+
+/// Label value escaping shared by both formats: `\\`, `\"`, `\n`.
+fn write_escaped(buf: &mut BytesMut, v: &str) {
+    if memchr::memchr3(b'\\', b'"', b'\n', v.as_bytes()).is_none() {
+        buf.extend_from_slice(v.as_bytes());
+        return;
+    }
+    for b in v.bytes() {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b => buf.extend_from_slice(&[b]),
+        }
+    }
+}
+
+/// Prometheus' spelling of special values; integers without a fraction; otherwise the
+/// shortest text that reads back as the same float.
+pub fn write_value(buf: &mut BytesMut, v: f64) {
+    if v.is_nan() {
+        buf.extend_from_slice(b"NaN");
+    } else if v == f64::INFINITY {
+        buf.extend_from_slice(b"+Inf");
+    } else if v == f64::NEG_INFINITY {
+        buf.extend_from_slice(b"-Inf");
+    } else if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+        let _ = write!(WriterOf(buf), "{}", v as i64);
+    } else {
+        let _ = write!(WriterOf(buf), "{v}");
+    }
+}
+
+/// Milliseconds as OpenMetrics' float seconds (`1700000000.123`).
+fn write_seconds(buf: &mut BytesMut, ms: i64) {
+    if ms >= 0 {
+        let (s, frac) = (ms / 1000, ms % 1000);
+        if frac == 0 {
+            let _ = write!(WriterOf(buf), "{s}");
+        } else {
+            let _ = write!(WriterOf(buf), "{s}.{frac:03}");
+        }
+    } else {
+        let _ = write!(WriterOf(buf), "{}", ms as f64 / 1000.0);
+    }
+}
+
+/// `std::io::Write` onto a `BytesMut` (which only implements it through `writer()`, by value).
+struct WriterOf<'a>(&'a mut BytesMut);
+
+impl std::io::Write for WriterOf<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiates_like_prometheus_scrapers() {
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::from_accept(prom), Format::OpenMetrics);
+        assert_eq!(Format::from_accept("text/plain;version=0.0.4"), Format::Text);
+        assert_eq!(Format::from_accept(""), Format::Text);
+        assert_eq!(Format::from_accept("*/*"), Format::Text);
+        assert_eq!(Format::from_accept("application/openmetrics-text;q=0"), Format::Text);
+    }
+
+    #[test]
+    fn values_and_timestamps() {
+        let mut b = BytesMut::new();
+        for v in [1.0, -0.0, 0.5, 1e20, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 123456789.125] {
+            write_value(&mut b, v);
+            b.extend_from_slice(b" ");
+        }
+        write_seconds(&mut b, 1_700_000_000_123);
+        b.extend_from_slice(b" ");
+        write_seconds(&mut b, 1_700_000_000_000);
+        assert_eq!(&b[..], b"1 -0 0.5 100000000000000000000 NaN +Inf -Inf 123456789.125 1700000000.123 1700000000");
+    }
+}
