@@ -41,8 +41,13 @@ fn first<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Prometheus' error document.
 fn api_error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"status": "error", "errorType": error_type, "error": message.into()});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    // Written by hand to keep Prometheus' key order.
+    let mut body = String::from(r#"{"status":"error","errorType":"#);
+    json_string(&mut body, error_type);
+    body.push_str(r#","error":"#);
+    json_string(&mut body, &message.into());
+    body.push('}');
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn bad_data(message: impl Into<String>) -> Response {
@@ -337,23 +342,20 @@ pub async fn metadata(State(state): State<AppState>, headers: HeaderMap, RawQuer
     api_success(&serde_json::Value::Object(data).to_string())
 }
 
-/// The Prometheus version whose HTTP API and answers this collector follows; Grafana reads
-/// `version` to decide which API features it may use.
-pub const PROMETHEUS_API_VERSION: &str = "2.42.0";
-
-/// `/api/v1/status/buildinfo`.
+/// `/api/v1/status/buildinfo`. `version` is the Prometheus version whose HTTP API and answers
+/// this collector follows (Grafana reads it to decide which API features it may use); Osprey's
+/// own version is in `revision` and `osprey_version`.
 pub async fn buildinfo() -> Response {
-    let data = serde_json::json!({
-        "version": PROMETHEUS_API_VERSION,
-        "revision": concat!("osprey-", env!("CARGO_PKG_VERSION")),
-        "branch": "",
-        "buildUser": "",
-        "buildDate": "",
-        "goVersion": "",
-        "application": "osprey",
-        "osprey_version": env!("CARGO_PKG_VERSION"),
-    });
-    api_success(&data.to_string())
+    let data = concat!(
+        r#"{"version":"#,
+        "\"2.42.0\"",
+        r#","revision":"osprey-"#,
+        env!("CARGO_PKG_VERSION"),
+        r#"","branch":"","buildUser":"","buildDate":"","goVersion":"","application":"osprey","osprey_version":""#,
+        env!("CARGO_PKG_VERSION"),
+        r#""}"#
+    );
+    api_success(data)
 }
 
 /// True when `Accept-Encoding` allows gzip (a `q=0` refuses it).

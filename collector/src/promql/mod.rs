@@ -3,7 +3,8 @@
 //!
 //! Supported: instant vector selectors (all four matchers), `sum`, `avg`, `min`, `max` and
 //! `count` with `by (...)` or `without (...)` before or after the argument (nested too), number
-//! literals, and arithmetic (`+ - * / % ^`) between numbers or between a vector and a number.
+//! literals, and arithmetic (`+ - * / % ^`) and comparisons (`== != > < >= <=`, `bool`)
+//! between numbers or between a vector and a number (so `osprey_agent_up == 0` alerts).
 //! Evaluation follows Prometheus 2.42 exactly where floating point can tell: series are visited
 //! in label order, `avg` is the incremental mean, `min`/`max` replace a NaN, arithmetic drops
 //! the metric name. A series is seen at time `t` when its latest sample is within
@@ -13,7 +14,7 @@
 pub mod parser;
 
 use crate::metrics::{MetricsStore, TooManySeries, Window};
-use parser::{AggOp, Expr, Grouping};
+use parser::{AggOp, BinOp, Expr, Grouping};
 use std::collections::HashMap;
 
 pub use parser::{QueryError, parse};
@@ -65,12 +66,12 @@ pub fn eval(expr: &Expr, cx: &Context<'_>) -> Result<Value, EvalError> {
         },
         Expr::Negate(e) => match eval(e, cx)? {
             Value::Scalar(n) => Value::Scalar(-n),
-            Value::Vector(v) => Value::Vector(arith(v, |x| -x)?),
+            Value::Vector(v) => Value::Vector(with_scalar(v, BinOp::Mul, -1.0, false, false)?),
         },
-        Expr::Binary { op, lhs, rhs } => match (eval(lhs, cx)?, eval(rhs, cx)?) {
-            (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(op.apply(a, b)),
-            (Value::Vector(v), Value::Scalar(b)) => Value::Vector(arith(v, |x| op.apply(x, b))?),
-            (Value::Scalar(a), Value::Vector(v)) => Value::Vector(arith(v, |x| op.apply(a, x))?),
+        Expr::Binary { op, bool_modifier, lhs, rhs } => match (eval(lhs, cx)?, eval(rhs, cx)?) {
+            (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(op.scalar(a, b)),
+            (Value::Vector(v), Value::Scalar(b)) => Value::Vector(with_scalar(v, *op, b, false, *bool_modifier)?),
+            (Value::Scalar(a), Value::Vector(v)) => Value::Vector(with_scalar(v, *op, a, true, *bool_modifier)?),
             // The parser refuses vector-vector operations.
             (Value::Vector(_), Value::Vector(_)) => Value::Vector(vec![]),
         },
@@ -82,17 +83,32 @@ fn unreachable_scalar() -> Value {
     Value::Vector(vec![])
 }
 
-/// Applies `f` to every value and drops the metric name, as Prometheus' arithmetic does;
-/// refuses the result when two elements end up with the same labels.
-fn arith(v: Vec<Sample>, f: impl Fn(f64) -> f64) -> Result<Vec<Sample>, EvalError> {
-    let mut out: Vec<Sample> = v
-        .into_iter()
-        .map(|mut s| {
+/// Vector-with-scalar operations as Prometheus 2.42's `VectorscalarBinop`: arithmetic applies
+/// to every element and drops the metric name; a comparison keeps the elements for which it
+/// holds (with their own value and name), or with `bool` gives every element 1 or 0 and drops
+/// the name. `swap` is set when the scalar is on the left. Refuses a result in which two
+/// elements have the same labels.
+fn with_scalar(v: Vec<Sample>, op: BinOp, scalar: f64, swap: bool, bool_modifier: bool) -> Result<Vec<Sample>, EvalError> {
+    let mut out: Vec<Sample> = Vec::with_capacity(v.len());
+    for mut s in v {
+        let (lhs, rhs) = if swap { (scalar, s.value) } else { (s.value, scalar) };
+        let (mut value, mut keep) = op.apply(lhs, rhs);
+        if op.is_comparison() && swap {
+            value = rhs;
+        }
+        if bool_modifier {
+            value = f64::from(u8::from(keep));
+            keep = true;
+        }
+        if !keep {
+            continue;
+        }
+        s.value = value;
+        if !op.is_comparison() || bool_modifier {
             s.labels.retain(|(k, _)| k != "__name__");
-            s.value = f(s.value);
-            s
-        })
-        .collect();
+        }
+        out.push(s);
+    }
     let mut seen: Vec<&Vec<(String, String)>> = out.iter().map(|s| &s.labels).collect();
     seen.sort_unstable();
     if seen.windows(2).any(|w| w[0] == w[1]) {
@@ -215,10 +231,16 @@ mod tests {
     }
 
     #[test]
-    fn arithmetic_drops_the_name_and_refuses_collisions() {
-        let out = arith(vec![sample(&[("__name__", "x"), ("job", "a")], 2.0)], |v| v * 10.0).unwrap();
-        assert_eq!(out, vec![sample(&[("job", "a")], 20.0)]);
+    fn vector_scalar_operations_like_prometheus() {
+        let one = || vec![sample(&[("__name__", "x"), ("job", "a")], 2.0)];
+        let out = with_scalar(one(), BinOp::Mul, 10.0, false, false).unwrap();
+        assert_eq!(out, vec![sample(&[("job", "a")], 20.0)], "arithmetic drops the name");
+        assert_eq!(with_scalar(one(), BinOp::Sub, 10.0, true, false).unwrap()[0].value, 8.0, "10 - x");
+        assert_eq!(with_scalar(one(), BinOp::Gt, 1.0, false, false).unwrap(), one(), "filter keeps name and value");
+        assert!(with_scalar(one(), BinOp::Gt, 3.0, false, false).unwrap().is_empty());
+        assert_eq!(with_scalar(one(), BinOp::Lt, 1.0, true, false).unwrap(), one(), "1 < x keeps x's value");
+        assert_eq!(with_scalar(one(), BinOp::Eq, 3.0, false, true).unwrap(), vec![sample(&[("job", "a")], 0.0)]);
         let clash = vec![sample(&[("__name__", "x"), ("job", "a")], 1.0), sample(&[("__name__", "y"), ("job", "a")], 1.0)];
-        assert!(matches!(arith(clash, |v| v), Err(EvalError::DuplicateLabelset)));
+        assert!(matches!(with_scalar(clash, BinOp::Add, 0.0, false, false), Err(EvalError::DuplicateLabelset)));
     }
 }

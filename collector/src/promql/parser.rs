@@ -1,5 +1,6 @@
 //! The PromQL subset's parser: instant vector selectors, `sum|avg|min|max|count` with
-//! `by|without`, number literals and arithmetic (`+ - * / % ^`) where one side is a number.
+//! `by|without`, number literals, and arithmetic (`+ - * / % ^`) and comparisons (`== != > <
+//! >= <=`, with or without `bool`) where at least one side is a number.
 //!
 //! Everything else in PromQL is recognised far enough to be refused by name ("range vectors
 //! are not supported"), so a Grafana user sees what to change instead of a bare syntax error.
@@ -48,17 +49,43 @@ pub enum BinOp {
     Div,
     Mod,
     Pow,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
 }
 
 impl BinOp {
-    pub fn apply(self, a: f64, b: f64) -> f64 {
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le)
+    }
+
+    /// Arithmetic result, or for comparisons `a` when the comparison holds (as Prometheus'
+    /// `vectorElemBinop`); the flag says whether it holds (always true for arithmetic).
+    pub fn apply(self, a: f64, b: f64) -> (f64, bool) {
         match self {
-            BinOp::Add => a + b,
-            BinOp::Sub => a - b,
-            BinOp::Mul => a * b,
-            BinOp::Div => a / b,
-            BinOp::Mod => a % b,
-            BinOp::Pow => a.powf(b),
+            BinOp::Add => (a + b, true),
+            BinOp::Sub => (a - b, true),
+            BinOp::Mul => (a * b, true),
+            BinOp::Div => (a / b, true),
+            BinOp::Mod => (a % b, true),
+            BinOp::Pow => (a.powf(b), true),
+            BinOp::Eq => (a, a == b),
+            BinOp::Ne => (a, a != b),
+            BinOp::Gt => (a, a > b),
+            BinOp::Lt => (a, a < b),
+            BinOp::Ge => (a, a >= b),
+            BinOp::Le => (a, a <= b),
+        }
+    }
+
+    /// Scalar-with-scalar result (comparisons need `bool` there and give 1 or 0).
+    pub fn scalar(self, a: f64, b: f64) -> f64 {
+        match self.apply(a, b) {
+            (_, keep) if self.is_comparison() => f64::from(u8::from(keep)),
+            (v, _) => v,
         }
     }
 }
@@ -68,7 +95,8 @@ pub enum Expr {
     Number(f64),
     Selector(Selector),
     Aggregate { op: AggOp, grouping: Grouping, expr: Box<Expr> },
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    /// `bool` is the comparison modifier: 1/0 for every element instead of filtering.
+    Binary { op: BinOp, bool_modifier: bool, lhs: Box<Expr>, rhs: Box<Expr> },
     Negate(Box<Expr>),
 }
 
@@ -193,26 +221,61 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// expr := term (('+' | '-') term)*
+    /// expr := additive (('==' | '!=' | '>' | '<' | '>=' | '<=') ['bool'] additive)*
     fn expr(&mut self) -> Result<Expr, QueryError> {
         self.enter()?;
+        let mut lhs = self.additive()?;
+        loop {
+            self.ws();
+            let rest = &self.b[self.pos..];
+            let (op, len) = if rest.starts_with(b"==") {
+                (BinOp::Eq, 2)
+            } else if rest.starts_with(b"!=") {
+                (BinOp::Ne, 2)
+            } else if rest.starts_with(b">=") {
+                (BinOp::Ge, 2)
+            } else if rest.starts_with(b"<=") {
+                (BinOp::Le, 2)
+            } else if rest.starts_with(b">") {
+                (BinOp::Gt, 1)
+            } else if rest.starts_with(b"<") {
+                (BinOp::Lt, 1)
+            } else {
+                self.refuse_other_operators()?;
+                break;
+            };
+            let at = self.pos;
+            self.pos += len;
+            self.ws();
+            let bool_modifier = self.ident_at(self.pos).eq_ignore_ascii_case("bool");
+            if bool_modifier {
+                self.pos += 4;
+            }
+            let rhs = self.additive()?;
+            if !lhs.is_vector() && !rhs.is_vector() && !bool_modifier {
+                return Err(QueryError::at(self.input, at, "comparisons between scalars must use BOOL modifier"));
+            }
+            lhs = self.binary_with(op, bool_modifier, lhs, rhs, at)?;
+        }
+        self.depth -= 1;
+        Ok(lhs)
+    }
+
+    /// additive := term (('+' | '-') term)*
+    fn additive(&mut self) -> Result<Expr, QueryError> {
         let mut lhs = self.term()?;
         loop {
             self.ws();
             let op = match self.peek() {
                 Some(b'+') => BinOp::Add,
                 Some(b'-') => BinOp::Sub,
-                _ => {
-                    self.refuse_other_operators()?;
-                    break;
-                }
+                _ => break,
             };
             let at = self.pos;
             self.pos += 1;
             let rhs = self.term()?;
             lhs = self.binary(op, lhs, rhs, at)?;
         }
-        self.depth -= 1;
         Ok(lhs)
     }
 
@@ -271,25 +334,24 @@ impl<'a> Parser<'a> {
     }
 
     fn binary(&self, op: BinOp, lhs: Expr, rhs: Expr, at: usize) -> Result<Expr, QueryError> {
+        self.binary_with(op, false, lhs, rhs, at)
+    }
+
+    fn binary_with(&self, op: BinOp, bool_modifier: bool, lhs: Expr, rhs: Expr, at: usize) -> Result<Expr, QueryError> {
         if lhs.is_vector() && rhs.is_vector() {
             return Err(QueryError::at(
                 self.input,
                 at,
-                "binary operations between two vectors are not supported (only vector-with-number arithmetic)",
+                "binary operations between two vectors are not supported (only vector-with-number operations)",
             ));
         }
         if let (Expr::Number(a), Expr::Number(b)) = (&lhs, &rhs) {
-            return Ok(Expr::Number(op.apply(*a, *b)));
+            return Ok(Expr::Number(op.scalar(*a, *b)));
         }
-        Ok(Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) })
+        Ok(Expr::Binary { op, bool_modifier, lhs: Box::new(lhs), rhs: Box::new(rhs) })
     }
 
     fn refuse_other_operators(&self) -> Result<(), QueryError> {
-        let rest = &self.b[self.pos..];
-        let symbolic = [&b"=="[..], b"!=", b">=", b"<=", b">", b"<"];
-        if symbolic.iter().any(|op| rest.starts_with(op)) {
-            return Err(self.err("comparison operators are not supported"));
-        }
         let word = self.ident_at(self.pos).to_ascii_lowercase();
         if matches!(word.as_str(), "and" | "or" | "unless" | "atan2") {
             return Err(self.err(format!("the {word:?} operator is not supported")));
@@ -527,6 +589,9 @@ mod tests {
         assert!(matches!(ok("node_memory_MemTotal_bytes / 1024"), Expr::Binary { op: BinOp::Div, .. }));
         assert!(matches!(ok("up # a comment\n"), Expr::Selector(_)));
         assert!(matches!(ok("sum(up) by (job) * 2"), Expr::Binary { .. }));
+        assert!(matches!(ok("osprey_agent_up == 0"), Expr::Binary { op: BinOp::Eq, bool_modifier: false, .. }));
+        assert!(matches!(ok("up + 1 > bool 1"), Expr::Binary { op: BinOp::Gt, bool_modifier: true, .. }));
+        assert!(matches!(ok("2 >= bool 1"), Expr::Number(n) if n == 1.0));
     }
 
     #[test]
@@ -535,8 +600,9 @@ mod tests {
         assert_eq!(err("rate(x[5m])"), "1:1: parse error: function calls are not supported (rate)");
         assert_eq!(err("x[5m]"), "1:2: parse error: range vectors are not supported (only instant vectors)");
         assert_eq!(err("up offset 5m"), "1:4: parse error: the offset modifier is not supported");
-        assert_eq!(err("up > 1"), "1:4: parse error: comparison operators are not supported");
-        assert_eq!(err("up + up"), "1:4: parse error: binary operations between two vectors are not supported (only vector-with-number arithmetic)");
+        assert_eq!(err("up > up"), "1:4: parse error: binary operations between two vectors are not supported (only vector-with-number operations)");
+        assert_eq!(err("1 > 0"), "1:3: parse error: comparisons between scalars must use BOOL modifier");
+        assert_eq!(err("up and up"), "1:4: parse error: the \"and\" operator is not supported");
         assert_eq!(err("topk(3, up)"), "1:1: parse error: the topk aggregation is not supported");
         assert_eq!(err(r#"{job=~".*"}"#), "1:1: parse error: vector selector must contain at least one non-empty matcher");
         assert_eq!(err("sum(1)"), "1:1: parse error: expected type instant vector in aggregation expression, got scalar");
