@@ -371,6 +371,7 @@ pub fn enc(s: &str) -> String {
     }
     out
 }
+
 /// One request a [`CaptureServer`] received.
 pub type CapturedRequest = (std::collections::HashMap<String, String>, Vec<u8>);
 
