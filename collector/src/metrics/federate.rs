@@ -9,12 +9,15 @@
 //! `# HELP` line when the family's metadata is known (so `promtool check metrics` is content).
 //! Series within a family come in no particular order, which both formats allow.
 
+use super::shard::Shard;
 use super::{MetricsStore, lock, read};
 use crate::selector::Selector;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -73,38 +76,31 @@ pub fn render(store: &MetricsStore, tenant: &str, selectors: &[Selector], format
     let mut parts: Vec<Part> = Vec::new();
     let mut help: BTreeMap<String, Option<String>> = BTreeMap::new();
     if let Some(t) = store.tenant(tenant) {
-        for shard in t.shards.iter() {
-            let s = read(shard);
-            let Some(name_sym) = s.symbols.lookup("__name__") else { continue };
-            let mut picked: Vec<(u32, u32)> = Vec::new();
-            for id in MetricsStore::selected(&s, selectors).iter() {
-                if let Some(series) = s.get(id)
-                    && let Some(name) = s.label_value(series, name_sym)
-                {
-                    picked.push((name, id));
-                }
-            }
-            if picked.is_empty() {
-                continue;
-            }
-            picked.sort_unstable();
-            let mut buf = BytesMut::with_capacity(picked.len() * 96);
-            let mut families = Vec::new();
-            let mut i = 0;
-            while i < picked.len() {
-                let name_id = picked[i].0;
-                let name = s.symbols.get(name_id);
-                let start = buf.len();
-                while i < picked.len() && picked[i].0 == name_id {
-                    if let Some(series) = s.get(picked[i].1) {
-                        write_line(&mut buf, name, s.labels(series), series.value, series.timestamp_ms, format);
+        // Shards are independent: render them on a few threads, each holding one shard's
+        // read lock at a time.
+        let next = AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let rendered: Mutex<Vec<(usize, Part)>> = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(shard) = t.shards.get(i) else { break };
+                        if let Some(part) = render_shard(&read(shard), selectors, format) {
+                            lock(&rendered).push((i, part));
+                        }
                     }
-                    i += 1;
-                }
-                help.entry(name.to_string()).or_insert(None);
-                families.push((name.to_string(), start..buf.len()));
+                });
             }
-            parts.push(Part { buf: buf.freeze(), families });
+        });
+        let mut rendered = rendered.into_inner().unwrap_or_else(PoisonError::into_inner);
+        rendered.sort_unstable_by_key(|(i, _)| *i);
+        parts = rendered.into_iter().map(|(_, p)| p).collect();
+        for part in &parts {
+            for (name, _) in &part.families {
+                help.entry(name.clone()).or_insert(None);
+            }
         }
         let md = lock(&t.metadata);
         for (name, h) in help.iter_mut() {
@@ -136,6 +132,39 @@ pub fn render(store: &MetricsStore, tenant: &str, selectors: &[Selector], format
         chunks.push(Bytes::from_static(b"# EOF\n"));
     }
     chunks
+}
+
+/// One shard's matching series, grouped by metric name.
+fn render_shard(s: &Shard, selectors: &[Selector], format: Format) -> Option<Part> {
+    let name_sym = s.symbols.lookup("__name__")?;
+    let mut picked: Vec<(u32, u32)> = Vec::new();
+    for id in MetricsStore::selected(s, selectors).iter() {
+        if let Some(series) = s.get(id)
+            && let Some(name) = s.label_value(series, name_sym)
+        {
+            picked.push((name, id));
+        }
+    }
+    if picked.is_empty() {
+        return None;
+    }
+    picked.sort_unstable();
+    let mut buf = BytesMut::with_capacity(picked.len() * 96);
+    let mut families = Vec::new();
+    let mut i = 0;
+    while i < picked.len() {
+        let name_id = picked[i].0;
+        let name = s.symbols.get(name_id);
+        let start = buf.len();
+        while i < picked.len() && picked[i].0 == name_id {
+            if let Some(series) = s.get(picked[i].1) {
+                write_line(&mut buf, name, s.labels(series), series.value, series.timestamp_ms, format);
+            }
+            i += 1;
+        }
+        families.push((name.to_string(), start..buf.len()));
+    }
+    Some(Part { buf: buf.freeze(), families })
 }
 
 fn write_help(out: &mut String, name: &str, help: &str, format: Format) {
@@ -182,9 +211,7 @@ fn write_line<'a>(
     write_value(buf, value);
     buf.extend_from_slice(b" ");
     match format {
-        Format::Text => {
-            let _ = write!(WriterOf(buf), "{timestamp_ms}");
-        }
+        Format::Text => write_int(buf, timestamp_ms),
         Format::OpenMetrics => write_seconds(buf, timestamp_ms),
     }
     buf.extend_from_slice(b"\n");
@@ -216,20 +243,39 @@ pub fn write_value(buf: &mut BytesMut, v: f64) {
     } else if v == f64::NEG_INFINITY {
         buf.extend_from_slice(b"-Inf");
     } else if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
-        let _ = write!(WriterOf(buf), "{}", v as i64);
+        write_int(buf, v as i64);
     } else {
         let _ = write!(WriterOf(buf), "{v}");
     }
+}
+
+/// Decimal digits of an integer, without going through `fmt` (a million of these per
+/// `/federate`).
+fn write_int(buf: &mut BytesMut, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        buf.extend_from_slice(b"-");
+    }
+    buf.extend_from_slice(&digits[i..]);
 }
 
 /// Milliseconds as OpenMetrics' float seconds (`1700000000.123`).
 fn write_seconds(buf: &mut BytesMut, ms: i64) {
     if ms >= 0 {
         let (s, frac) = (ms / 1000, ms % 1000);
-        if frac == 0 {
-            let _ = write!(WriterOf(buf), "{s}");
-        } else {
-            let _ = write!(WriterOf(buf), "{s}.{frac:03}");
+        write_int(buf, s);
+        if frac != 0 {
+            buf.extend_from_slice(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
         }
     } else {
         let _ = write!(WriterOf(buf), "{}", ms as f64 / 1000.0);
@@ -273,6 +319,15 @@ mod tests {
         write_seconds(&mut b, 1_700_000_000_123);
         b.extend_from_slice(b" ");
         write_seconds(&mut b, 1_700_000_000_000);
-        assert_eq!(&b[..], b"1 -0 0.5 100000000000000000000 NaN +Inf -Inf 123456789.125 1700000000.123 1700000000");
+        b.extend_from_slice(b" ");
+        write_seconds(&mut b, 1_700_000_000_007);
+        b.extend_from_slice(b" ");
+        write_int(&mut b, i64::MIN);
+        b.extend_from_slice(b" ");
+        write_int(&mut b, -42);
+        assert_eq!(
+            &b[..],
+            &b"1 -0 0.5 100000000000000000000 NaN +Inf -Inf 123456789.125 1700000000.123 1700000000 1700000000.007 -9223372036854775808 -42"[..]
+        );
     }
 }
