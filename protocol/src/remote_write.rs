@@ -197,16 +197,31 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0, base, message }
     }
 
+    #[cold]
+    #[inline(never)]
     fn err(&self, problem: impl Into<String>) -> WireError {
         WireError { message: self.message, problem: problem.into(), offset: self.base + self.pos }
     }
 
+    #[inline(always)]
     fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
-    #[inline]
+    /// One-byte varints (field keys, short lengths) are the common case and stay inline.
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, WireError> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -225,36 +240,48 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a field key; returns (field number, wire type).
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Result<(u64, u8), WireError> {
         let start = self.pos;
         let key = self.varint()?;
         let field = key >> 3;
         let wire = (key & 7) as u8;
-        if field == 0 || field > u64::from(u32::MAX >> 3) {
-            self.pos = start;
-            return Err(self.err(format!("invalid field number {field}")));
-        }
-        if !matches!(wire, VARINT | I64 | LEN | START_GROUP | END_GROUP | I32) {
-            self.pos = start;
-            return Err(self.err(format!("unsupported wire type {wire} for field {field}")));
+        if field == 0 || field > u64::from(u32::MAX >> 3) || wire > I32 {
+            return Err(self.bad_key(start, field, wire));
         }
         Ok((field, wire))
     }
 
-    #[inline]
+    #[cold]
+    #[inline(never)]
+    fn bad_key(&mut self, start: usize, field: u64, wire: u8) -> WireError {
+        self.pos = start;
+        if field == 0 || field > u64::from(u32::MAX >> 3) {
+            self.err(format!("invalid field number {field}"))
+        } else {
+            self.err(format!("unsupported wire type {wire} for field {field}"))
+        }
+    }
+
+    #[inline(always)]
     fn bytes(&mut self) -> Result<(&'a [u8], usize), WireError> {
         let len = self.varint()?;
         let left = self.buf.len() - self.pos;
         if len > left as u64 {
-            return Err(self.err(format!("length-delimited field of {len} bytes, but only {left} bytes remain")));
+            return Err(self.short(len, left));
         }
         let start = self.pos;
         self.pos += len as usize;
         Ok((&self.buf[start..self.pos], self.base + start))
     }
 
-    #[inline]
+    #[cold]
+    #[inline(never)]
+    fn short(&self, len: u64, left: usize) -> WireError {
+        self.err(format!("length-delimited field of {len} bytes, but only {left} bytes remain"))
+    }
+
+    #[inline(always)]
     fn fixed64(&mut self) -> Result<u64, WireError> {
         let Some(b) = self.buf.get(self.pos..self.pos + 8) else {
             return Err(self.err("truncated 64-bit field"));
@@ -305,12 +332,15 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(always)]
     fn expect(&self, field: u64, wire: u8, want: u8) -> Result<(), WireError> {
-        if wire == want {
-            Ok(())
-        } else {
-            Err(self.err(format!("field {field} has wire type {wire}, expected {want}")))
-        }
+        if wire == want { Ok(()) } else { Err(self.wrong_wire(field, wire, want)) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_wire(&self, field: u64, wire: u8, want: u8) -> WireError {
+        self.err(format!("field {field} has wire type {wire}, expected {want}"))
     }
 }
 

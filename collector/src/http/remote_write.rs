@@ -103,6 +103,24 @@ fn label(v: Version) -> &'static str {
 }
 
 fn decode_and_store(state: &AppState, tenant: &str, version: Version, body: &[u8]) -> Answer {
+    DECOMPRESSED.with_borrow_mut(|raw| {
+        let answer = decode_raw(state, tenant, version, body, raw);
+        // Keep a buffer of ordinary size for the next request; give back a huge one.
+        if raw.capacity() > KEEP_BUFFER_BYTES {
+            *raw = Vec::new();
+        }
+        answer
+    })
+}
+
+/// Decompressed bodies up to this size keep their buffer for the next request on the thread.
+const KEEP_BUFFER_BYTES: usize = 8 << 20;
+
+thread_local! {
+    static DECOMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn decode_raw(state: &AppState, tenant: &str, version: Version, body: &[u8], raw: &mut Vec<u8>) -> Answer {
     let limit = state.cfg.server.max_decompressed_bytes;
     let answer = |status: StatusCode, message: String, samples: u64| Answer {
         status,
@@ -114,8 +132,8 @@ fn decode_and_store(state: &AppState, tenant: &str, version: Version, body: &[u8
         state.telemetry.reject("remote_write", reason);
         answer(StatusCode::BAD_REQUEST, message, 0)
     };
-    let raw = match osprey_protocol::snappy::decompress(body, limit) {
-        Ok(raw) => raw,
+    match osprey_protocol::snappy::decompress_into(body, limit, raw) {
+        Ok(()) => {}
         Err(e @ SnappyError::TooLarge { .. }) => {
             return fail("decompressed_too_large", format!("{e} (server.max_decompressed_bytes)"));
         }
@@ -123,8 +141,8 @@ fn decode_and_store(state: &AppState, tenant: &str, version: Version, body: &[u8
         Err(e) => return fail("bad_snappy", e.to_string()),
     };
     let decoded = match version {
-        Version::V1 => remote_write::decode_v1(&raw),
-        Version::V2 => remote_write::decode_v2(&raw),
+        Version::V1 => remote_write::decode_v1(raw),
+        Version::V2 => remote_write::decode_v2(raw),
     };
     let view: WriteView<'_> = match decoded {
         Ok(v) => v,

@@ -278,12 +278,12 @@ impl MetricsStore {
                 out.refuse(reason, format!("series {} (as far as decoded): {problem}", validate::describe(labels)));
                 continue;
             }
-            if let Err((reason, message)) = validate::check(labels, &self.limits) {
-                self.stats.reject(reason.as_str(), u64::from(s.samples + s.histograms));
-                out.refuse(reason, message);
-                continue;
-            }
             if s.histograms > 0 {
+                if let Err((reason, message)) = validate::check(labels, &self.limits) {
+                    self.stats.reject(reason.as_str(), u64::from(s.samples + s.histograms));
+                    out.refuse(reason, message);
+                    continue;
+                }
                 self.stats.reject(Reason::NativeHistogram.as_str(), u64::from(s.histograms));
                 out.refuse(
                     Reason::NativeHistogram,
@@ -296,13 +296,29 @@ impl MetricsStore {
             }
             let Some(latest) = s.latest else { continue };
             let hash = t.hasher.hash_one(labels);
-            let mut why = None;
+            // A series already stored passed these checks with these very labels, so only a
+            // new series is validated (and counted against the limits).
+            let mut why: Option<(Reason, Option<String>)> = None;
             let result = write(&t.shards[Tenant::shard_of(hash)]).upsert(hash, labels, latest, now, || {
-                self.reserve(&t, &mut why)
+                if let Err((reason, message)) = validate::check(labels, &self.limits) {
+                    why = Some((reason, Some(message)));
+                    return false;
+                }
+                let mut capacity = None;
+                let ok = self.reserve(&t, &mut capacity);
+                why = capacity.map(|r| (r, None));
+                ok
             });
             match result {
+                Upsert::Refused if why.as_ref().is_some_and(|(_, m)| m.is_some()) => {
+                    if let Some((reason, Some(message))) = why {
+                        self.stats.reject(reason.as_str(), u64::from(s.samples + s.histograms));
+                        out.refuse(reason, message);
+                    }
+                    continue;
+                }
                 Upsert::Refused => {
-                    let reason = why.unwrap_or(Reason::MaxSeries);
+                    let reason = why.map_or(Reason::MaxSeries, |(r, _)| r);
                     self.stats.reject(reason.as_str(), u64::from(s.samples));
                     let limit = match reason {
                         Reason::MaxSeriesPerTenant => format!(
