@@ -153,9 +153,10 @@ fn send(conn: &mut BufReader<TcpStream>, host: &str, path: &str, v2: bool, body:
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: {version}\r\nUser-Agent: osprey-rw-load\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let stream = conn.get_mut();
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    let mut request = Vec::with_capacity(head.len() + body.len());
+    request.extend_from_slice(head.as_bytes());
+    request.extend_from_slice(body);
+    conn.get_mut().write_all(&request)?;
     let mut line = String::new();
     conn.read_line(&mut line)?;
     let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -198,7 +199,10 @@ fn main() {
         let (acked, errors, stop) = (acked.clone(), errors.clone(), stop.clone());
         let (host, path, v2, rounds) = (host.to_string(), path.clone(), a.v2, a.rounds);
         threads.push(std::thread::spawn(move || {
-            let mut conn = BufReader::new(TcpStream::connect(&host).expect("connect"));
+            let stream = TcpStream::connect(&host).expect("connect");
+            // One write per request and no Nagle delay: the receiver, not TCP, sets the pace.
+            stream.set_nodelay(true).expect("TCP_NODELAY");
+            let mut conn = BufReader::new(stream);
             let mut raw = Vec::new();
             let mut compressed = Vec::new();
             let mut encoder = snap::raw::Encoder::new();

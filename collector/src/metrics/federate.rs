@@ -158,7 +158,10 @@ fn render_shard(s: &Shard, selectors: &[Selector], format: Format) -> Option<Par
         let start = buf.len();
         while i < picked.len() && picked[i].0 == name_id {
             if let Some(series) = s.get(picked[i].1) {
-                write_line(&mut buf, name, s.labels(series), series.value, series.timestamp_ms, format);
+                let labels = series.labels.chunks_exact(2).filter(|p| p[0] != name_sym).map(|p| {
+                    (s.symbols.get(p[0]), s.symbols.get(p[1]), s.symbols.needs_escape(p[1]))
+                });
+                write_line(&mut buf, name, labels, series.value, series.timestamp_ms, format);
             }
             i += 1;
         }
@@ -182,26 +185,28 @@ fn write_help(out: &mut String, name: &str, help: &str, format: Format) {
     out.push('\n');
 }
 
-/// `name{labels} value timestamp\n`, without `__name__` among the labels.
+/// `name{labels} value timestamp\n`. `labels` (without `__name__`) come with a flag saying
+/// whether the value needs escaping.
 fn write_line<'a>(
     buf: &mut BytesMut,
     name: &str,
-    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    labels: impl Iterator<Item = (&'a str, &'a str, bool)>,
     value: f64,
     timestamp_ms: i64,
     format: Format,
 ) {
     buf.extend_from_slice(name.as_bytes());
     let mut first = true;
-    for (k, v) in labels {
-        if k == "__name__" {
-            continue;
-        }
+    for (k, v, escape) in labels {
         buf.extend_from_slice(if first { b"{" } else { b"," });
         first = false;
         buf.extend_from_slice(k.as_bytes());
         buf.extend_from_slice(b"=\"");
-        write_escaped(buf, v);
+        if escape {
+            write_escaped(buf, v);
+        } else {
+            buf.extend_from_slice(v.as_bytes());
+        }
         buf.extend_from_slice(b"\"");
     }
     if !first {
@@ -219,10 +224,6 @@ fn write_line<'a>(
 
 /// Label value escaping shared by both formats: `\\`, `\"`, `\n`.
 fn write_escaped(buf: &mut BytesMut, v: &str) {
-    if memchr::memchr3(b'\\', b'"', b'\n', v.as_bytes()).is_none() {
-        buf.extend_from_slice(v.as_bytes());
-        return;
-    }
     for b in v.bytes() {
         match b {
             b'\\' => buf.extend_from_slice(b"\\\\"),
@@ -307,6 +308,51 @@ mod tests {
         assert_eq!(Format::from_accept(""), Format::Text);
         assert_eq!(Format::from_accept("*/*"), Format::Text);
         assert_eq!(Format::from_accept("application/openmetrics-text;q=0"), Format::Text);
+    }
+
+    #[test]
+    fn renders_grouped_escaped_families_with_help() {
+        use osprey_protocol::prompb::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+        use prost::Message;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let telemetry = crate::telemetry::Telemetry::new(&mut registry);
+        let store = MetricsStore::new(&Default::default(), "fake", telemetry, &mut registry);
+        let series = |name: &str, v: &str, value: f64| TimeSeries {
+            labels: vec![Label::new("__name__", name), Label::new("a", v)],
+            samples: vec![Sample { value, timestamp: 1_700_000_000_123 }],
+            exemplars: vec![],
+        };
+        let req = WriteRequest {
+            timeseries: (0..50)
+                .map(|i| series(if i % 2 == 0 { "b_total" } else { "a" }, &format!("v{i}"), f64::from(i)))
+                .chain([series("a", "x\"y\\z\nw", 0.5)])
+                .collect(),
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: "b".into(),
+                help: "Line one\nand \"two\" \\".into(),
+                unit: "".into(),
+            }],
+        }
+        .encode_to_vec();
+        store.ingest("fake", &osprey_protocol::remote_write::decode_v1(&req).unwrap());
+        let join = |chunks: Vec<Bytes>| chunks.iter().flat_map(|c| c.iter().copied()).collect::<Vec<u8>>();
+        let text = String::from_utf8(join(render(&store, "fake", &[], Format::Text))).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "# TYPE a untyped", "{text}");
+        assert!(lines[1..27].iter().all(|l| l.starts_with("a{a=")), "family a is contiguous: {text}");
+        assert!(text.contains("a{a=\"x\\\"y\\\\z\\nw\"} 0.5 1700000000123\n"), "{text}");
+        assert_eq!(lines[27], r#"# HELP b_total Line one\nand "two" \\"#, "HELP from the family b (counter)");
+        assert_eq!(lines[28], "# TYPE b_total untyped");
+        assert_eq!(lines.len(), 29 + 25);
+        let om = String::from_utf8(join(render(&store, "fake", &[], Format::OpenMetrics))).unwrap();
+        assert!(om.contains(r#"# HELP b_total Line one\nand \"two\" \\"#), "{om}");
+        assert!(om.contains("# TYPE b_total unknown\nb_total{"), "{om}");
+        assert!(om.contains("b_total{a=\"v0\"} 0 1700000000.123\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"));
+        let only_a = crate::selector::parse_series_selector(r#"{a=~"v1|v2"}"#).unwrap();
+        let some = String::from_utf8(join(render(&store, "fake", &[only_a], Format::Text))).unwrap();
+        assert_eq!(some, "# TYPE a untyped\na{a=\"v1\"} 1 1700000000123\n# HELP b_total Line one\\nand \"two\" \\\\\n# TYPE b_total untyped\nb_total{a=\"v2\"} 2 1700000000123\n");
     }
 
     #[test]

@@ -14,6 +14,9 @@ struct Entry {
     /// How many label slots (names and values) of live series refer to this symbol; 0 means
     /// the slot is free and listed in `free`.
     refs: u32,
+    /// The text contains `\`, `"` or a newline, which exposition formats escape. Known once
+    /// here, so `/federate` does not search every value of every series for them.
+    needs_escape: bool,
 }
 
 pub struct Symbols {
@@ -53,7 +56,8 @@ impl Symbols {
             self.entries[id as usize].refs += 1;
             return id;
         }
-        let entry = Entry { text: s.into(), refs: 1 };
+        let needs_escape = memchr::memchr3(b'\\', b'"', b'\n', s.as_bytes()).is_some();
+        let entry = Entry { text: s.into(), refs: 1, needs_escape };
         self.text_bytes += s.len();
         let id = match self.free.pop() {
             Some(id) => {
@@ -93,6 +97,12 @@ impl Symbols {
         &self.entries[id as usize].text
     }
 
+    /// True when the text of `id` has characters exposition formats escape.
+    #[inline]
+    pub fn needs_escape(&self, id: u32) -> bool {
+        self.entries[id as usize].needs_escape
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len() - self.free.len()
     }
@@ -129,5 +139,7 @@ mod tests {
         assert_eq!(c, a, "freed id reused");
         assert_eq!(s.get(c), "instance");
         assert_eq!(s.lookup("node"), Some(b));
+        let q = s.acquire("say \"hi\"");
+        assert!(s.needs_escape(q) && !s.needs_escape(b));
     }
 }
