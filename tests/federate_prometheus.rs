@@ -81,7 +81,12 @@ fn a_second_prometheus_federates_what_the_first_wrote() {
     });
     let a = series(&first.url, r#"{job="node"}"#, now_s() - 5.0);
     let b = series(&second.url, r#"{job="node"}"#, now_s() - 5.0);
-    assert!(matched.is_some(), "series differ: only in first {:?}; only in second {:?}", a.difference(&b).take(5).collect::<Vec<_>>(), b.difference(&a).take(5).collect::<Vec<_>>());
+    assert!(
+        matched.is_some(),
+        "series differ: only in first {:?}; only in second {:?}",
+        a.difference(&b).take(5).collect::<Vec<_>>(),
+        b.difference(&a).take(5).collect::<Vec<_>>()
+    );
 
     // The same values: every sample the second has came from the first, timestamp and value.
     std::thread::sleep(Duration::from_secs(3));
@@ -126,6 +131,9 @@ fn a_second_prometheus_federates_what_the_first_wrote() {
     assert_eq!(header("content-encoding"), "gzip");
     assert!(header("content-type").starts_with("application/openmetrics-text; version=1.0.0"), "{headers:?}");
     let text = String::from_utf8(osprey_protocol::gzip::decompress(&body, 1 << 20).expect("gzip")).unwrap();
-    assert!(text.starts_with("# HELP node_load1 ") && text.contains("\n# TYPE node_load1 unknown\nnode_load1{"), "{text}");
+    assert!(
+        text.starts_with("# HELP node_load1 ") && text.contains("\n# TYPE node_load1 unknown\nnode_load1{"),
+        "{text}"
+    );
     assert!(text.ends_with("# EOF\n"), "{text}");
 }

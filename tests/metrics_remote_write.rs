@@ -122,8 +122,11 @@ fn bad_input_gets_the_right_answer_and_disturbs_nothing() {
     );
     assert_eq!(code, 415, "{text}");
     assert!(text.contains("io.prometheus.write.v3.Request"), "{text}");
-    let (code, text) =
-        post(&write, &[("content-type", "application/x-protobuf"), ("content-encoding", "zstd")], &v1(vec![good.clone()]));
+    let (code, text) = post(
+        &write,
+        &[("content-type", "application/x-protobuf"), ("content-encoding", "zstd")],
+        &v1(vec![good.clone()]),
+    );
     assert_eq!(code, 415, "{text}");
 
     // A 100 MB body: refused from its Content-Length with 413, before it is read.
@@ -200,7 +203,9 @@ fn post_chunked(addr: &str, len: usize) -> (u16, String) {
     let chunk = vec![b'x'; 64 << 10];
     let mut sent = 0;
     while sent < len {
-        if write!(conn, "{:x}\r\n", chunk.len()).is_err() || conn.write_all(&chunk).is_err() || conn.write_all(b"\r\n").is_err()
+        if write!(conn, "{:x}\r\n", chunk.len()).is_err()
+            || conn.write_all(&chunk).is_err()
+            || conn.write_all(b"\r\n").is_err()
         {
             break;
         }
@@ -221,8 +226,16 @@ fn remote_write_2_0_is_chosen_by_content_type() {
     let write = format!("{url}/api/v1/write");
     let t = now_ms();
     let mut b = RequestBuilder::new();
-    b.series(&[("__name__", "v2_gauge"), ("job", "x")], &[(1.0, t - 1000), (7.5, t)], Some((MetricType::Gauge, "A gauge.", "")));
-    b.series(&[("__name__", "v2_requests_total"), ("job", "x")], &[(42.0, t)], Some((MetricType::Counter, "Requests.", "")));
+    b.series(
+        &[("__name__", "v2_gauge"), ("job", "x")],
+        &[(1.0, t - 1000), (7.5, t)],
+        Some((MetricType::Gauge, "A gauge.", "")),
+    );
+    b.series(
+        &[("__name__", "v2_requests_total"), ("job", "x")],
+        &[(42.0, t)],
+        Some((MetricType::Counter, "Requests.", "")),
+    );
     let body = writev2::encode_request(&b.build());
     let (code, headers, text) = post_raw(&write, &V2, &body);
     assert_eq!(code, 204, "{text}");
@@ -315,7 +328,10 @@ fn limits_tenants_and_stale_markers() {
     );
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("5 labels, over the limit of 4 (metrics.max_labels_per_series)"), "{text}");
-    assert!(text.contains(r#"value of label "a" is 17 bytes, over the limit of 16 (metrics.max_label_value_bytes)"#), "{text}");
+    assert!(
+        text.contains(r#"value of label "a" is 17 bytes, over the limit of 16 (metrics.max_label_value_bytes)"#),
+        "{text}"
+    );
 
     // A stale marker ends a series at once, and frees its room.
     let stale = f64::from_bits(osprey_protocol::STALE_NAN_BITS);

@@ -89,7 +89,11 @@ pub fn write_request_v2(n: usize) -> writev2::Request {
 pub fn metrics_store() -> osprey_collector::metrics::MetricsStore {
     let mut registry = prometheus_client::registry::Registry::default();
     let telemetry = osprey_collector::telemetry::Telemetry::new(&mut registry);
-    let cfg = osprey_config::collector::Metrics { max_series: 2_000_000, max_series_per_tenant: 2_000_000, ..Default::default() };
+    let cfg = osprey_config::collector::Metrics {
+        max_series: 2_000_000,
+        max_series_per_tenant: 2_000_000,
+        ..Default::default()
+    };
     osprey_collector::metrics::MetricsStore::new(&cfg, "fake", telemetry, &mut registry)
 }
 

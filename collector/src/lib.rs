@@ -29,6 +29,8 @@ pub struct State {
     pub cfg: CollectorConfig,
     pub logs: logs::LogStore,
     pub metrics: metrics::MetricsStore,
+    /// `[[metrics.forward]]` targets, each with its on-disk queue.
+    pub forward: metrics::forward::Forwarders,
     pub registry: Registry,
     pub telemetry: telemetry::Telemetry,
     /// Queries running at once (`logs.max_concurrent_queries`); each holds a permit.
@@ -87,13 +89,20 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
         .context("WAL replay panicked")?
         .with_context(|| format!("cannot open the log store in {}", cfg.data_dir.display()))?;
     let metrics = metrics::MetricsStore::new(&cfg.metrics, &cfg.logs.default_tenant, telemetry.clone(), &mut registry);
+    let forward = metrics::forward::Forwarders::open(
+        &cfg.metrics.forward,
+        &cfg.data_dir,
+        &cfg.logs.default_tenant,
+        &mut registry,
+    )?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let query_slots = Arc::new(tokio::sync::Semaphore::new(cfg.logs.max_concurrent_queries));
-    let state = Arc::new(State { cfg, logs, metrics, registry, telemetry, query_slots });
+    let state = Arc::new(State { cfg, logs, metrics, forward, registry, telemetry, query_slots });
     let (stop, mut stopped) = watch::channel(false);
+    state.forward.spawn(stop.subscribe());
 
     let expiry_state = Arc::downgrade(&state);
     tokio::spawn(async move {

@@ -1,7 +1,8 @@
 //! The collector's configuration (`collector.toml`).
 
-use crate::{Duration, Validate};
+use crate::{Duration, Validate, check_http_url};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -140,6 +141,49 @@ pub struct Metrics {
     pub agent_forget_after: Duration,
     /// Most agents tracked; agents above it are not tracked, and counted.
     pub max_agents: usize,
+    /// Long-term stores every accepted sample is also sent to (remote_write 1.0), each through
+    /// its own on-disk queue. Empty: no forwarding.
+    pub forward: Vec<Forward>,
+}
+
+/// One forwarding target: `[[metrics.forward]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forward {
+    /// Names the target in metrics (`sink` label) and its queue directory
+    /// (`data_dir/forward/<name>`); letters, digits, `_` and `-`.
+    pub name: String,
+    /// The receiver's remote_write URL, e.g. `http://mimir:8080/api/v1/push`.
+    pub url: String,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// File holding a bearer token sent as `Authorization: Bearer <token>`; empty: none.
+    pub bearer_token_file: String,
+    /// `X-Scope-OrgID` sent with every request. Empty: each sample keeps the tenant it
+    /// arrived with (none for the default tenant).
+    pub tenant: String,
+    /// Time limit of one request.
+    pub timeout: Duration,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
+    /// Bound of the on-disk queue; at the bound the oldest data is dropped and counted.
+    pub queue_max_bytes: u64,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            name: String::new(),
+            url: String::new(),
+            headers: BTreeMap::new(),
+            bearer_token_file: String::new(),
+            tenant: String::new(),
+            timeout: Duration::from_secs(30),
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(30),
+            queue_max_bytes: 1 << 30,
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -159,6 +203,7 @@ impl Default for Metrics {
             agent_down_after: Duration::from_secs(60),
             agent_forget_after: Duration::from_secs(24 * 3600),
             max_agents: 10_000,
+            forward: Vec::new(),
         }
     }
 }
@@ -246,10 +291,31 @@ impl Validate for Metrics {
         if self.agent_forget_after.get() < self.agent_down_after.get() {
             p.push(("metrics.agent_forget_after".into(), "must be at least metrics.agent_down_after".into()));
         }
+        for (i, f) in self.forward.iter().enumerate() {
+            let key = |k: &str| format!("metrics.forward[{i}].{k}");
+            if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                p.push((key("name"), format!("{:?} is not a valid target name: use letters, digits, _ and -", f.name)));
+            } else if self.forward[..i].iter().any(|o| o.name == f.name) {
+                p.push((key("name"), format!("{:?} is used by another forwarding target", f.name)));
+            }
+            if let Some(msg) = check_http_url(&f.url) {
+                p.push((key("url"), msg));
+            }
+            if f.queue_max_bytes < 4 << 20 {
+                p.push((key("queue_max_bytes"), "must be at least 4 MiB (4194304)".into()));
+            }
+            if f.retry_max_backoff.get() < f.retry_initial_backoff.get() {
+                p.push((key("retry_max_backoff"), "must be at least retry_initial_backoff".into()));
+            }
+            if f.timeout.get() < std::time::Duration::from_millis(100) {
+                p.push((key("timeout"), "must be at least 100ms".into()));
+            }
+        }
     }
 }
 
 fn is_label_name(s: &str) -> bool {
     let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_') && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }

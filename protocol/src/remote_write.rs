@@ -119,6 +119,9 @@ impl std::fmt::Display for SeriesProblem {
 pub struct SeriesView {
     /// Range into [`WriteView::labels`], in the order received.
     pub labels: Range<usize>,
+    /// Where the series' `TimeSeries` message (its body, without key and length) is in the
+    /// decoded buffer, so it can be re-sent as it came (see [`to_v1`]).
+    pub raw: Range<usize>,
     /// The float sample with the highest timestamp (the later one on ties).
     pub latest: Option<Latest>,
     pub samples: u32,
@@ -374,6 +377,7 @@ fn decode_v1_series<'a>(buf: &'a [u8], base: usize, view: &mut WriteView<'a>) ->
     let start = view.labels.len();
     let mut series = SeriesView {
         labels: start..start,
+        raw: base..base + buf.len(),
         latest: None,
         samples: 0,
         histograms: 0,
@@ -529,11 +533,7 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteView<'_>, WireError> {
     if let Some(first) = view.symbols.first()
         && *first != Some("")
     {
-        return Err(WireError {
-            message,
-            problem: "the first symbol must be the empty string".into(),
-            offset: 0,
-        });
+        return Err(WireError { message, problem: "the first symbol must be the empty string".into(), offset: 0 });
     }
     // Pass 2: the series.
     let mut r = Reader::new(buf, 0, message);
@@ -556,6 +556,7 @@ fn decode_v2_series<'a>(buf: &'a [u8], base: usize, view: &mut WriteView<'a>) ->
     let start = view.labels.len();
     let mut series = SeriesView {
         labels: start..start,
+        raw: base..base + buf.len(),
         latest: None,
         samples: 0,
         histograms: 0,
@@ -582,10 +583,9 @@ fn decode_v2_series<'a>(buf: &'a [u8], base: usize, view: &mut WriteView<'a>) ->
                         });
                     }
                     (_, None) => {
-                        series.problem.get_or_insert(SeriesProblem::SymbolOutOfRange {
-                            reference,
-                            symbols: view.symbols.len(),
-                        });
+                        series
+                            .problem
+                            .get_or_insert(SeriesProblem::SymbolOutOfRange { reference, symbols: view.symbols.len() });
                     }
                     (Some(None), _) => {
                         series.problem.get_or_insert(SeriesProblem::InvalidUtf8 { label_index, name: true });
@@ -674,13 +674,100 @@ fn decode_v2_metadata(buf: &[u8], base: usize, symbols: usize) -> Result<Option<
     }
 }
 
+/// Re-encodes the series `keep` selects as a 1.0 `prometheus.WriteRequest` (uncompressed),
+/// with every sample they carried, for forwarding to a long-term store (all of them speak 1.0).
+///
+/// `raw` is the buffer `view` was decoded from. 1.0 series are copied field by field from
+/// their original bytes (labels, samples, exemplars; native histograms are left out, as the
+/// collector refuses them); 2.0 series get their labels resolved and their samples copied (the
+/// two `Sample` messages are the same on the wire). Metadata goes along: 1.0 entries as they
+/// came, 2.0 per-series metadata as one entry per metric family.
+pub fn to_v1(raw: &[u8], view: &WriteView<'_>, version: Version, keep: impl Fn(usize) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut series = Vec::new();
+    for (i, s) in view.series.iter().enumerate() {
+        if !keep(i) || s.problem.is_some() {
+            continue;
+        }
+        series.clear();
+        if version == Version::V2 {
+            for (name, value) in view.labels_of(s) {
+                let mut label = Vec::with_capacity(name.len() + value.len() + 4);
+                put_bytes(&mut label, 1, name.as_bytes());
+                put_bytes(&mut label, 2, value.as_bytes());
+                put_bytes(&mut series, 1, &label);
+            }
+        }
+        // Copy the fields worth forwarding from the series' own bytes. They decoded once
+        // already, so walking them again cannot fail; a failure would only end the copy early.
+        let body = &raw[s.raw.clone()];
+        let mut r = Reader::new(body, s.raw.start, version.message_name());
+        while !r.done() {
+            let start = r.pos;
+            let Ok((field, wire)) = r.key() else { break };
+            if r.skip(field, wire).is_err() {
+                break;
+            }
+            let copy = match version {
+                Version::V1 => matches!(field, 1..=3),
+                Version::V2 => field == 2,
+            };
+            if copy {
+                series.extend_from_slice(&body[start..r.pos]);
+            }
+        }
+        put_bytes(&mut out, 1, &series);
+    }
+    let mut families: Vec<(&str, i32, &str, &str)> =
+        view.metadata.iter().map(|m| (m.family, m.kind, m.help, m.unit)).collect();
+    for s in view.series.iter().enumerate().filter(|(i, s)| keep(*i) && s.problem.is_none()).map(|(_, s)| s) {
+        if let Some(m) = s.metadata
+            && let Some((_, name)) = view.labels_of(s).iter().find(|(k, _)| *k == "__name__")
+            && !families.iter().any(|f| f.0 == *name)
+        {
+            families.push((name, m.kind, view.symbol(m.help), view.symbol(m.unit)));
+        }
+    }
+    for (family, kind, help, unit) in families {
+        let mut m = Vec::new();
+        if kind != 0 {
+            m.push(0x08);
+            put_varint(&mut m, kind as u64);
+        }
+        put_bytes(&mut m, 2, family.as_bytes());
+        if !help.is_empty() {
+            put_bytes(&mut m, 4, help.as_bytes());
+        }
+        if !unit.is_empty() {
+            put_bytes(&mut m, 5, unit.as_bytes());
+        }
+        put_bytes(&mut out, 3, &m);
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field.
+fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, field << 3 | u64::from(LEN));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::prompb::{self, Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
     use crate::writev2;
-    use prost::Message;
     use proptest::prelude::*;
+    use prost::Message;
 
     fn v1_request(series: Vec<(Vec<(String, String)>, Vec<(f64, i64)>)>) -> WriteRequest {
         WriteRequest {
@@ -747,7 +834,11 @@ mod tests {
     #[test]
     fn v2_resolves_symbols_and_metadata() {
         let mut b = writev2::RequestBuilder::new();
-        b.series(&[("__name__", "up"), ("job", "a")], &[(1.0, 5), (2.0, 6)], Some((writev2::MetricType::Gauge, "Up.", "")));
+        b.series(
+            &[("__name__", "up"), ("job", "a")],
+            &[(1.0, 5), (2.0, 6)],
+            Some((writev2::MetricType::Gauge, "Up.", "")),
+        );
         b.raw(writev2::TimeSeries {
             labels_refs: vec![1, 2, 3],
             samples: vec![writev2::Sample { value: 1.0, timestamp: 1 }],
@@ -832,6 +923,52 @@ mod tests {
     }
 
     #[test]
+    fn to_v1_keeps_every_sample_of_the_chosen_series() {
+        let mut req = v1_request(vec![
+            (vec![("__name__".into(), "a".into())], vec![(1.0, 1), (2.0, 2)]),
+            (vec![("__name__".into(), "b".into())], vec![(3.0, 3)]),
+        ]);
+        req.metadata.push(MetricMetadata {
+            r#type: 2,
+            metric_family_name: "a".into(),
+            help: "A.".into(),
+            unit: "".into(),
+        });
+        let bytes = req.encode_to_vec();
+        let view = decode_v1(&bytes).unwrap();
+        let all = WriteRequest::decode(to_v1(&bytes, &view, Version::V1, |_| true).as_slice()).unwrap();
+        assert_eq!(all, req, "everything kept: the same request");
+        let only_b = WriteRequest::decode(to_v1(&bytes, &view, Version::V1, |i| i == 1).as_slice()).unwrap();
+        assert_eq!(only_b.timeseries, vec![req.timeseries[1].clone()]);
+
+        let mut b = writev2::RequestBuilder::new();
+        b.series(
+            &[("__name__", "x"), ("job", "j")],
+            &[(1.5, 10), (2.5, 20)],
+            Some((writev2::MetricType::Counter, "X.", "")),
+        );
+        b.raw(writev2::TimeSeries {
+            labels_refs: vec![1, 99],
+            samples: vec![writev2::Sample { value: 1.0, timestamp: 1 }],
+            histograms: vec![],
+            exemplars: vec![],
+            metadata: None,
+            created_timestamp: 0,
+        });
+        let v2 = b.build().encode_to_vec();
+        let view = decode_v2(&v2).unwrap();
+        let v1 = WriteRequest::decode(to_v1(&v2, &view, Version::V2, |_| true).as_slice()).unwrap();
+        assert_eq!(v1.timeseries.len(), 1, "the series with a bad reference is left out");
+        assert_eq!(v1.timeseries[0].labels, vec![Label::new("__name__", "x"), Label::new("job", "j")]);
+        assert_eq!(
+            v1.timeseries[0].samples,
+            vec![Sample { value: 1.5, timestamp: 10 }, Sample { value: 2.5, timestamp: 20 }]
+        );
+        assert_eq!(v1.metadata[0].metric_family_name, "x");
+        assert_eq!((v1.metadata[0].r#type, v1.metadata[0].help.as_str()), (1, "X."));
+    }
+
+    #[test]
     fn content_types() {
         assert_eq!(Version::from_content_type("application/x-protobuf"), Ok(Version::V1));
         assert_eq!(Version::from_content_type(""), Ok(Version::V1));
@@ -901,9 +1038,34 @@ mod tests {
         }
 
         #[test]
+        fn to_v1_round_trips(
+            series in proptest::collection::vec(
+                (proptest::collection::vec((label_text(), label_text()), 0..4),
+                 proptest::collection::vec((any::<f64>(), any::<i64>()), 0..4)),
+                0..6)
+        ) {
+            let mut b = writev2::RequestBuilder::new();
+            for (labels, samples) in &series {
+                let l: Vec<(&str, &str)> = labels.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                b.series(&l, samples, None);
+            }
+            let v2 = b.build().encode_to_vec();
+            let view2 = decode_v2(&v2).unwrap();
+            let v1 = to_v1(&v2, &view2, Version::V2, |_| true);
+            let req = WriteRequest::decode(v1.as_slice()).unwrap();
+            let direct = v1_request(series).encode_to_vec();
+            // Bytes compared: NaN samples are not equal to themselves.
+            prop_assert_eq!(req.encode_to_vec(), WriteRequest::decode(direct.as_slice()).unwrap().encode_to_vec());
+            let view1 = decode_v1(&direct).unwrap();
+            prop_assert_eq!(to_v1(&direct, &view1, Version::V1, |_| true), direct.clone());
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_v1(&data);
-            let _ = decode_v2(&data);
+            if let Ok(v) = decode_v2(&data) {
+                let _ = to_v1(&data, &v, Version::V2, |_| true);
+            }
         }
 
         #[test]

@@ -14,11 +14,8 @@ use prost::Message;
 pub const CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
 
 /// The headers a 2.0 sender sends, as the spec requires.
-pub const REMOTE_WRITE_HEADERS: [(&str, &str); 3] = [
-    ("content-encoding", "snappy"),
-    ("content-type", CONTENT_TYPE),
-    ("x-prometheus-remote-write-version", "2.0.0"),
-];
+pub const REMOTE_WRITE_HEADERS: [(&str, &str); 3] =
+    [("content-encoding", "snappy"), ("content-type", CONTENT_TYPE), ("x-prometheus-remote-write-version", "2.0.0")];
 
 /// Response headers a 2.0 receiver must send: how much of the request it wrote.
 pub const SAMPLES_WRITTEN_HEADER: &str = "x-prometheus-remote-write-samples-written";

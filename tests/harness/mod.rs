@@ -252,7 +252,11 @@ fn start_peer(name: &str, mut cmd: Command, port: u16, ready_path: &str, log: &P
         }
         (get(&format!("{url}{ready_path}")).0 == 200).then_some(())
     });
-    assert!(ready.is_some(), "{name} not ready on {url} within 60 s: {}", std::fs::read_to_string(log).unwrap_or_default());
+    assert!(
+        ready.is_some(),
+        "{name} not ready on {url} within 60 s: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
     Peer { proc, url }
 }
 
@@ -281,8 +285,12 @@ pub fn prometheus(dir: &Path, name: &str, config: &str) -> Peer {
 
 /// Debian's VictoriaMetrics (single node) with its data in `dir/victoria-metrics/`.
 pub fn victoria_metrics(dir: &Path) -> Peer {
+    victoria_metrics_on(dir, free_port())
+}
+
+/// [`victoria_metrics`] on a given port (for tests that point a sender at it before it runs).
+pub fn victoria_metrics_on(dir: &Path, port: u16) -> Peer {
     let home = dir.join("victoria-metrics");
-    let port = free_port();
     let mut cmd = Command::new(peer_bin("victoria-metrics"));
     cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
         .arg(format!("-storageDataPath={}", home.display()))

@@ -44,7 +44,8 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut num = || it.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{arg} needs a number"));
+        let mut num =
+            || it.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{arg} needs a number"));
         match arg.as_str() {
             "--series" => a.series = num() as usize,
             "--batch" => a.batch = num() as usize,
@@ -146,7 +147,13 @@ fn encode(batch: &Batch, ts: i64, v2: bool, out: &mut Vec<u8>) {
 }
 
 /// Sends one request on a keep-alive connection; returns the status.
-fn send(conn: &mut BufReader<TcpStream>, host: &str, path: &str, v2: bool, body: &[u8]) -> std::io::Result<(u16, String)> {
+fn send(
+    conn: &mut BufReader<TcpStream>,
+    host: &str,
+    path: &str,
+    v2: bool,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let ct = if v2 { osprey_protocol::writev2::CONTENT_TYPE } else { "application/x-protobuf" };
     let version = if v2 { "2.0.0" } else { "0.1.0" };
     let head = format!(
@@ -187,7 +194,8 @@ fn main() {
     let batches: Vec<Arc<Batch>> = (0..a.series.div_ceil(a.batch))
         .map(|b| Arc::new(prepare(b * a.batch, a.batch.min(a.series - b * a.batch))))
         .collect();
-    let start_ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let start_ts =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));

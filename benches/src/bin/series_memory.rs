@@ -69,7 +69,10 @@ fn main() {
     println!("series: {}", store.len());
     println!("created in {:.2} s ({:.0} new series/s)", load.as_secs_f64(), n as f64 / load.as_secs_f64());
     println!("heap: {} bytes, {:.1} bytes per series (counted by the allocator)", heap, heap as f64 / n as f64);
-    println!("store estimate (osprey_metrics_index_bytes): {:.1} bytes per series", store.heap_bytes() as f64 / n as f64);
+    println!(
+        "store estimate (osprey_metrics_index_bytes): {:.1} bytes per series",
+        store.heap_bytes() as f64 / n as f64
+    );
     println!("RSS: {} KiB more, {:.1} bytes per series", rss1 - rss0, (rss1 - rss0) as f64 * 1024.0 / n as f64);
     for (name, format) in [("text", Format::Text), ("openmetrics", Format::OpenMetrics)] {
         let t = Instant::now();

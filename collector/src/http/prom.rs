@@ -164,7 +164,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// `/api/v1/query`: an instant query of the PromQL subset.
-pub async fn query(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+pub async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     count_query(&state, "query");
     let p = params(&headers, raw.as_deref(), &body);
     let time_ms = match time_param(&p, "time") {
@@ -233,7 +238,12 @@ pub async fn query_range(State(state): State<AppState>) -> Response {
 }
 
 /// `/api/v1/series`.
-pub async fn series(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+pub async fn series(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     count_query(&state, "series");
     let p = params(&headers, raw.as_deref(), &body);
     if !p.iter().any(|(k, _)| k == "match[]") {
@@ -280,7 +290,12 @@ fn json_string_array(items: &[String]) -> String {
 }
 
 /// `/api/v1/labels`.
-pub async fn labels(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+pub async fn labels(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     count_query(&state, "labels");
     let p = params(&headers, raw.as_deref(), &body);
     let (window, selectors) = match (series_window(&p), matchers(&p)) {
@@ -381,7 +396,10 @@ pub async fn federate(State(state): State<AppState>, headers: HeaderMap, RawQuer
             match parse_series_selector(&v) {
                 Ok(s) => selectors.push(s),
                 Err(e) => {
-                    return text_error(StatusCode::BAD_REQUEST, format!("invalid match[] {v:?}: {}", selector_error(&v, &e)));
+                    return text_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid match[] {v:?}: {}", selector_error(&v, &e)),
+                    );
                 }
             }
         }

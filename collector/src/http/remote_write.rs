@@ -7,13 +7,13 @@
 //! for capacity, valid series kept either way).
 
 use super::{AppState, tenant};
+use crate::metrics::IngestOutcome;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use osprey_protocol::remote_write::{self, Version, WriteView};
 use osprey_protocol::snappy::SnappyError;
-use crate::metrics::IngestOutcome;
 use osprey_protocol::writev2;
 
 /// Bodies larger than this are decoded on the blocking pool instead of an async worker.
@@ -69,7 +69,9 @@ pub async fn handle(state: &AppState, headers: &HeaderMap, body: Result<Bytes, B
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
             Some(version),
-            format!("unsupported Content-Encoding {encoding:?}: remote_write bodies are snappy-compressed (block format)"),
+            format!(
+                "unsupported Content-Encoding {encoding:?}: remote_write bodies are snappy-compressed (block format)"
+            ),
         );
     }
     let body = match body {
@@ -80,19 +82,50 @@ pub async fn handle(state: &AppState, headers: &HeaderMap, body: Result<Bytes, B
                 e.status(),
                 "body_too_large",
                 Some(version),
-                format!("cannot read the request body ({e}); bodies are limited to {limit} bytes (server.max_body_bytes)"),
+                format!(
+                    "cannot read the request body ({e}); bodies are limited to {limit} bytes (server.max_body_bytes)"
+                ),
             );
         }
     };
     let tenant = tenant(headers, state);
-    if body.len() <= INLINE_BODY_BYTES {
-        return decode_and_store(state, &tenant, version, &body);
+    let (answer, forward) = if body.len() <= INLINE_BODY_BYTES {
+        decode_and_store(state, &tenant, version, &body)
+    } else {
+        let st = state.clone();
+        let t = tenant.clone();
+        match tokio::task::spawn_blocking(move || decode_and_store(&st, &t, version, &body)).await {
+            Ok(done) => done,
+            Err(e) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    Some(version),
+                    format!("write task failed: {e}"),
+                );
+            }
+        }
+    };
+    // What was accepted is on disk in every forwarding queue before anything is acknowledged.
+    if let Some(forward) = forward {
+        let st = state.clone();
+        let pushed = tokio::task::spawn_blocking(move || st.forward.push(&tenant, &forward)).await;
+        let problem = match pushed {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("forwarding task failed: {e}")),
+        };
+        if let Some(problem) = problem {
+            tracing::error!(%problem, "cannot queue a request for forwarding; answering 503 so the sender retries");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "forward_queue_error",
+                Some(version),
+                format!("the collector could not queue this request for forwarding ({problem}); retry later"),
+            );
+        }
     }
-    let st = state.clone();
-    match tokio::task::spawn_blocking(move || decode_and_store(&st, &tenant, version, &body)).await {
-        Ok(answer) => answer,
-        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", Some(version), format!("write task failed: {e}")),
-    }
+    answer
 }
 
 fn label(v: Version) -> &'static str {
@@ -102,7 +135,9 @@ fn label(v: Version) -> &'static str {
     }
 }
 
-fn decode_and_store(state: &AppState, tenant: &str, version: Version, body: &[u8]) -> Answer {
+/// The answer, and the body to forward (snappy 1.0) when forwarding is on and something was
+/// accepted.
+fn decode_and_store(state: &AppState, tenant: &str, version: Version, body: &[u8]) -> (Answer, Option<Vec<u8>>) {
     DECOMPRESSED.with_borrow_mut(|raw| {
         let answer = decode_raw(state, tenant, version, body, raw);
         // Keep a buffer of ordinary size for the next request; give back a huge one.
@@ -120,7 +155,13 @@ thread_local! {
     static DECOMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn decode_raw(state: &AppState, tenant: &str, version: Version, body: &[u8], raw: &mut Vec<u8>) -> Answer {
+fn decode_raw(
+    state: &AppState,
+    tenant: &str,
+    version: Version,
+    body: &[u8],
+    raw: &mut Vec<u8>,
+) -> (Answer, Option<Vec<u8>>) {
     let limit = state.cfg.server.max_decompressed_bytes;
     let answer = |status: StatusCode, message: String, samples: u64| Answer {
         status,
@@ -130,7 +171,7 @@ fn decode_raw(state: &AppState, tenant: &str, version: Version, body: &[u8], raw
     };
     let fail = |reason: &'static str, message: String| {
         state.telemetry.reject("remote_write", reason);
-        answer(StatusCode::BAD_REQUEST, message, 0)
+        (answer(StatusCode::BAD_REQUEST, message, 0), None)
     };
     match osprey_protocol::snappy::decompress_into(body, limit, raw) {
         Ok(()) => {}
@@ -150,6 +191,7 @@ fn decode_raw(state: &AppState, tenant: &str, version: Version, body: &[u8], raw
     };
     let outcome = state.metrics.ingest(tenant, &view);
     let written = outcome.samples_written;
+    let forward = forward_body(state, version, body, raw, &view, &outcome);
     if outcome.invalid_series > 0 {
         state.telemetry.reject("remote_write", "invalid_series");
         let mut message = IngestOutcome::message(&outcome.invalid, outcome.invalid_series);
@@ -157,12 +199,35 @@ fn decode_raw(state: &AppState, tenant: &str, version: Version, body: &[u8], raw
             message.push('\n');
             message.push_str(&IngestOutcome::message(&outcome.over_limit, outcome.over_limit_series));
         }
-        return answer(StatusCode::BAD_REQUEST, message, written);
+        return (answer(StatusCode::BAD_REQUEST, message, written), forward);
     }
     if outcome.over_limit_series > 0 {
         state.telemetry.reject("remote_write", "over_limit");
         let message = IngestOutcome::message(&outcome.over_limit, outcome.over_limit_series);
-        return answer(StatusCode::TOO_MANY_REQUESTS, message, written);
+        return (answer(StatusCode::TOO_MANY_REQUESTS, message, written), forward);
     }
-    answer(StatusCode::NO_CONTENT, String::new(), written)
+    (answer(StatusCode::NO_CONTENT, String::new(), written), forward)
+}
+
+/// The 1.0 body to forward: the request as it came when it is 1.0 and nothing in it was
+/// refused (the common case, no re-encoding), else the accepted series re-encoded.
+/// Series refused by a capacity limit are forwarded: they are valid, the long-term store
+/// may well have room for them.
+fn forward_body(
+    state: &AppState,
+    version: Version,
+    body: &[u8],
+    raw: &[u8],
+    view: &WriteView<'_>,
+    outcome: &IngestOutcome,
+) -> Option<Vec<u8>> {
+    if state.forward.is_empty() || view.series.len() == outcome.invalid_index.len() && view.metadata.is_empty() {
+        return None;
+    }
+    if version == Version::V1 && outcome.invalid_series == 0 {
+        return Some(body.to_vec());
+    }
+    let keep = |i: usize| outcome.invalid_index.binary_search(&i).is_err();
+    let v1 = remote_write::to_v1(raw, view, version, keep);
+    Some(osprey_protocol::snappy::compress(&v1))
 }

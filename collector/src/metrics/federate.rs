@@ -158,9 +158,11 @@ fn render_shard(s: &Shard, selectors: &[Selector], format: Format) -> Option<Par
         let start = buf.len();
         while i < picked.len() && picked[i].0 == name_id {
             if let Some(series) = s.get(picked[i].1) {
-                let labels = series.labels.chunks_exact(2).filter(|p| p[0] != name_sym).map(|p| {
-                    (s.symbols.get(p[0]), s.symbols.get(p[1]), s.symbols.needs_escape(p[1]))
-                });
+                let labels = series
+                    .labels
+                    .chunks_exact(2)
+                    .filter(|p| p[0] != name_sym)
+                    .map(|p| (s.symbols.get(p[0]), s.symbols.get(p[1]), s.symbols.needs_escape(p[1])));
                 write_line(&mut buf, name, labels, series.value, series.timestamp_ms, format);
             }
             i += 1;
@@ -276,7 +278,12 @@ fn write_seconds(buf: &mut BytesMut, ms: i64) {
         let (s, frac) = (ms / 1000, ms % 1000);
         write_int(buf, s);
         if frac != 0 {
-            buf.extend_from_slice(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
+            buf.extend_from_slice(&[
+                b'.',
+                b'0' + (frac / 100) as u8,
+                b'0' + (frac / 10 % 10) as u8,
+                b'0' + (frac % 10) as u8,
+            ]);
         }
     } else {
         let _ = write!(WriterOf(buf), "{}", ms as f64 / 1000.0);
@@ -352,7 +359,10 @@ mod tests {
         assert!(om.ends_with("# EOF\n"));
         let only_a = crate::selector::parse_series_selector(r#"{a=~"v1|v2"}"#).unwrap();
         let some = String::from_utf8(join(render(&store, "fake", &[only_a], Format::Text))).unwrap();
-        assert_eq!(some, "# TYPE a untyped\na{a=\"v1\"} 1 1700000000123\n# HELP b_total Line one\\nand \"two\" \\\\\n# TYPE b_total untyped\nb_total{a=\"v2\"} 2 1700000000123\n");
+        assert_eq!(
+            some,
+            "# TYPE a untyped\na{a=\"v1\"} 1 1700000000123\n# HELP b_total Line one\\nand \"two\" \\\\\n# TYPE b_total untyped\nb_total{a=\"v2\"} 2 1700000000123\n"
+        );
     }
 
     #[test]

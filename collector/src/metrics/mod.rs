@@ -13,6 +13,7 @@
 
 pub mod federate;
 pub mod fleet;
+pub mod forward;
 pub mod metadata;
 pub mod postings;
 pub mod shard;
@@ -98,6 +99,9 @@ pub struct IngestOutcome {
     /// Messages for series refused by a capacity limit (answer 429 when nothing is invalid).
     pub over_limit: Vec<String>,
     pub over_limit_series: u64,
+    /// Indexes (in the request) of the series refused as invalid, ascending: nothing of them
+    /// was stored, and nothing of them is forwarded.
+    pub invalid_index: Vec<usize>,
 }
 
 impl IngestOutcome {
@@ -266,7 +270,7 @@ impl MetricsStore {
         let agent_label = self.fleet.label.as_str();
         let mut hosts: Vec<&str> = Vec::new();
         let (mut created, mut stale, mut exemplars) = (0u64, 0u64, 0u64);
-        for s in &view.series {
+        for (i, s) in view.series.iter().enumerate() {
             let labels = view.labels_of(s);
             exemplars += u64::from(s.exemplars);
             if let Some(problem) = &s.problem {
@@ -276,12 +280,14 @@ impl MetricsStore {
                 };
                 self.stats.reject(reason.as_str(), u64::from(s.samples + s.histograms));
                 out.refuse(reason, format!("series {} (as far as decoded): {problem}", validate::describe(labels)));
+                out.invalid_index.push(i);
                 continue;
             }
             if s.histograms > 0 {
                 if let Err((reason, message)) = validate::check(labels, &self.limits) {
                     self.stats.reject(reason.as_str(), u64::from(s.samples + s.histograms));
                     out.refuse(reason, message);
+                    out.invalid_index.push(i);
                     continue;
                 }
                 self.stats.reject(Reason::NativeHistogram.as_str(), u64::from(s.histograms));
@@ -314,6 +320,7 @@ impl MetricsStore {
                     if let Some((reason, Some(message))) = why {
                         self.stats.reject(reason.as_str(), u64::from(s.samples + s.histograms));
                         out.refuse(reason, message);
+                        out.invalid_index.push(i);
                     }
                     continue;
                 }
@@ -479,7 +486,13 @@ impl MetricsStore {
 
     /// Calls `f` for every series of `tenant` matching any selector whose latest sample is in
     /// `window`, one shard at a time (its read lock held during the calls).
-    pub fn for_each(&self, tenant: &str, selectors: &[Selector], window: Window, mut f: impl FnMut(&Shard, &shard::Series)) {
+    pub fn for_each(
+        &self,
+        tenant: &str,
+        selectors: &[Selector],
+        window: Window,
+        mut f: impl FnMut(&Shard, &shard::Series),
+    ) {
         let Some(t) = self.tenant(tenant) else { return };
         for shard in t.shards.iter() {
             let s = read(shard);
@@ -655,11 +668,16 @@ mod tests {
         let out = ingest(
             &st,
             "a",
-            &[(&[("__name__", "x"), ("i", "1")], 1.0, 1), (&[("__name__", "x"), ("i", "2")], 1.0, 1), (&[("__name__", "x"), ("i", "3")], 1.0, 1)],
+            &[
+                (&[("__name__", "x"), ("i", "1")], 1.0, 1),
+                (&[("__name__", "x"), ("i", "2")], 1.0, 1),
+                (&[("__name__", "x"), ("i", "3")], 1.0, 1),
+            ],
         );
         assert_eq!((out.series_written, out.over_limit_series), (2, 1));
         assert!(out.over_limit[0].contains("metrics.max_series_per_tenant"), "{:?}", out.over_limit);
-        let out = ingest(&st, "b", &[(&[("__name__", "x"), ("i", "1")], 1.0, 1), (&[("__name__", "x"), ("i", "2")], 1.0, 1)]);
+        let out =
+            ingest(&st, "b", &[(&[("__name__", "x"), ("i", "1")], 1.0, 1), (&[("__name__", "x"), ("i", "2")], 1.0, 1)]);
         assert_eq!((out.series_written, out.over_limit_series), (1, 1));
         assert!(out.over_limit[0].contains("metrics.max_series)"), "{:?}", out.over_limit);
         // A stale marker frees room.

@@ -100,7 +100,12 @@ impl Index {
     /// Adds series `id` with `labels` (alternating name and value symbols).
     pub fn add(&mut self, id: u32, labels: &[u32]) {
         for pair in labels.chunks_exact(2) {
-            self.names.entry(pair[0]).or_default().entry(pair[1]).and_modify(|p| p.insert(id)).or_insert(Postings::One(id));
+            self.names
+                .entry(pair[0])
+                .or_default()
+                .entry(pair[1])
+                .and_modify(|p| p.insert(id))
+                .or_insert(Postings::One(id));
         }
         self.all.insert(id);
     }

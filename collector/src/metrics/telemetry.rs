@@ -84,7 +84,11 @@ impl MetricsTelemetry {
             t.agents_untracked.clone(),
         );
         r.register("metrics_tenants", "Tenants holding metric series", t.tenants.clone());
-        r.register("metrics_symbols", "Distinct label names and values interned by the series store", t.symbols.clone());
+        r.register(
+            "metrics_symbols",
+            "Distinct label names and values interned by the series store",
+            t.symbols.clone(),
+        );
         r.register(
             "metrics_index_bytes",
             "Estimated heap bytes of the series store: series, symbols, hash tables and postings",

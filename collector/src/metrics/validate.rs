@@ -91,11 +91,7 @@ pub fn check(labels: &[(&str, &str)], limits: &LabelLimits) -> Result<(), (Reaso
     if labels.len() > limits.max_labels {
         return fail(
             Reason::TooManyLabels,
-            format!(
-                "{} labels, over the limit of {} (metrics.max_labels_per_series)",
-                labels.len(),
-                limits.max_labels
-            ),
+            format!("{} labels, over the limit of {} (metrics.max_labels_per_series)", labels.len(), limits.max_labels),
         );
     }
     let mut name = None;
@@ -124,7 +120,10 @@ pub fn check(labels: &[(&str, &str)], limits: &LabelLimits) -> Result<(), (Reaso
             );
         }
         if !loki_labels::is_valid_label_name(k) {
-            return fail(Reason::InvalidLabelName, format!("invalid label name {k:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)"));
+            return fail(
+                Reason::InvalidLabelName,
+                format!("invalid label name {k:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)"),
+            );
         }
         if v.is_empty() {
             return fail(Reason::EmptyLabelValue, format!("label {k:?} has an empty value"));
@@ -180,7 +179,10 @@ mod tests {
         assert_eq!(reason(&[("__name__", "up"), ("job", "a"), ("job", "b")]), Some(Reason::DuplicateLabel));
         assert_eq!(reason(&[("job", "a"), ("__name__", "up")]), Some(Reason::UnsortedLabels));
         assert_eq!(reason(&[("__name__", "up"), ("a-b", "x")]), Some(Reason::InvalidLabelName));
-        assert_eq!(reason(&[("__name__", "up"), ("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")]), Some(Reason::TooManyLabels));
+        assert_eq!(
+            reason(&[("__name__", "up"), ("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")]),
+            Some(Reason::TooManyLabels)
+        );
         assert_eq!(reason(&[("__name__", "up"), ("abcdefghijk", "x")]), Some(Reason::LabelNameTooLong));
         assert_eq!(reason(&[("__name__", "up"), ("a", "x".repeat(21).as_str())]), Some(Reason::LabelValueTooLong));
     }
@@ -188,6 +190,9 @@ mod tests {
     #[test]
     fn messages_name_the_series() {
         let (_, msg) = check(&[("job", "a"), ("__name__", "up")], &LIMITS).unwrap_err();
-        assert_eq!(msg, r#"series {job="a", __name__="up"}: labels are not sorted by name: "__name__" comes after "job""#);
+        assert_eq!(
+            msg,
+            r#"series {job="a", __name__="up"}: labels are not sorted by name: "__name__" comes after "job""#
+        );
     }
 }

@@ -88,7 +88,13 @@ fn unreachable_scalar() -> Value {
 /// holds (with their own value and name), or with `bool` gives every element 1 or 0 and drops
 /// the name. `swap` is set when the scalar is on the left. Refuses a result in which two
 /// elements have the same labels.
-fn with_scalar(v: Vec<Sample>, op: BinOp, scalar: f64, swap: bool, bool_modifier: bool) -> Result<Vec<Sample>, EvalError> {
+fn with_scalar(
+    v: Vec<Sample>,
+    op: BinOp,
+    scalar: f64,
+    swap: bool,
+    bool_modifier: bool,
+) -> Result<Vec<Sample>, EvalError> {
     let mut out: Vec<Sample> = Vec::with_capacity(v.len());
     for mut s in v {
         let (lhs, rhs) = if swap { (scalar, s.value) } else { (s.value, scalar) };
@@ -240,7 +246,8 @@ mod tests {
         assert!(with_scalar(one(), BinOp::Gt, 3.0, false, false).unwrap().is_empty());
         assert_eq!(with_scalar(one(), BinOp::Lt, 1.0, true, false).unwrap(), one(), "1 < x keeps x's value");
         assert_eq!(with_scalar(one(), BinOp::Eq, 3.0, false, true).unwrap(), vec![sample(&[("job", "a")], 0.0)]);
-        let clash = vec![sample(&[("__name__", "x"), ("job", "a")], 1.0), sample(&[("__name__", "y"), ("job", "a")], 1.0)];
+        let clash =
+            vec![sample(&[("__name__", "x"), ("job", "a")], 1.0), sample(&[("__name__", "y"), ("job", "a")], 1.0)];
         assert!(matches!(with_scalar(clash, BinOp::Add, 0.0, false, false), Err(EvalError::DuplicateLabelset)));
     }
 }

@@ -94,9 +94,18 @@ impl BinOp {
 pub enum Expr {
     Number(f64),
     Selector(Selector),
-    Aggregate { op: AggOp, grouping: Grouping, expr: Box<Expr> },
+    Aggregate {
+        op: AggOp,
+        grouping: Grouping,
+        expr: Box<Expr>,
+    },
     /// `bool` is the comparison modifier: 1/0 for every element instead of filtering.
-    Binary { op: BinOp, bool_modifier: bool, lhs: Box<Expr>, rhs: Box<Expr> },
+    Binary {
+        op: BinOp,
+        bool_modifier: bool,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     Negate(Box<Expr>),
 }
 
@@ -390,7 +399,11 @@ impl<'a> Parser<'a> {
                     self.pos += ident.len();
                     let after = skip_ws(self.b, self.pos);
                     if OTHER_AGGREGATIONS.contains(&lower.as_str()) {
-                        return Err(QueryError::at(self.input, start, format!("the {lower} aggregation is not supported")));
+                        return Err(QueryError::at(
+                            self.input,
+                            start,
+                            format!("the {lower} aggregation is not supported"),
+                        ));
                     }
                     if self.b.get(after) == Some(&b'(') {
                         return Err(QueryError::at(
@@ -457,7 +470,8 @@ impl<'a> Parser<'a> {
         }
         let after = skip_ws(self.b, self.pos);
         if self.b.get(after) == Some(&b'{') {
-            let (braces, end) = parse_braces(self.input, after).map_err(|e| QueryError::from_selector(self.input, e))?;
+            let (braces, end) =
+                parse_braces(self.input, after).map_err(|e| QueryError::from_selector(self.input, e))?;
             if name.is_some() && braces.matchers.iter().any(|m| m.name == "__name__") {
                 return Err(QueryError::at(
                     self.input,
@@ -478,7 +492,11 @@ impl<'a> Parser<'a> {
         let after = skip_ws(self.b, self.pos);
         match self.b.get(after) {
             Some(b'[') => {
-                return Err(QueryError::at(self.input, after, "range vectors are not supported (only instant vectors)"));
+                return Err(QueryError::at(
+                    self.input,
+                    after,
+                    "range vectors are not supported (only instant vectors)",
+                ));
             }
             Some(b'@') => return Err(QueryError::at(self.input, after, "the @ modifier is not supported")),
             _ => {}
@@ -510,7 +528,11 @@ impl<'a> Parser<'a> {
             grouping = self.grouping()?;
         }
         if !expr.is_vector() {
-            return Err(QueryError::at(self.input, start, "expected type instant vector in aggregation expression, got scalar"));
+            return Err(QueryError::at(
+                self.input,
+                start,
+                "expected type instant vector in aggregation expression, got scalar",
+            ));
         }
         Ok(Expr::Aggregate { op, grouping, expr: Box::new(expr) })
     }
@@ -600,12 +622,21 @@ mod tests {
         assert_eq!(err("rate(x[5m])"), "1:1: parse error: function calls are not supported (rate)");
         assert_eq!(err("x[5m]"), "1:2: parse error: range vectors are not supported (only instant vectors)");
         assert_eq!(err("up offset 5m"), "1:4: parse error: the offset modifier is not supported");
-        assert_eq!(err("up > up"), "1:4: parse error: binary operations between two vectors are not supported (only vector-with-number operations)");
+        assert_eq!(
+            err("up > up"),
+            "1:4: parse error: binary operations between two vectors are not supported (only vector-with-number operations)"
+        );
         assert_eq!(err("1 > 0"), "1:3: parse error: comparisons between scalars must use BOOL modifier");
         assert_eq!(err("up and up"), "1:4: parse error: the \"and\" operator is not supported");
         assert_eq!(err("topk(3, up)"), "1:1: parse error: the topk aggregation is not supported");
-        assert_eq!(err(r#"{job=~".*"}"#), "1:1: parse error: vector selector must contain at least one non-empty matcher");
-        assert_eq!(err("sum(1)"), "1:1: parse error: expected type instant vector in aggregation expression, got scalar");
+        assert_eq!(
+            err(r#"{job=~".*"}"#),
+            "1:1: parse error: vector selector must contain at least one non-empty matcher"
+        );
+        assert_eq!(
+            err("sum(1)"),
+            "1:1: parse error: expected type instant vector in aggregation expression, got scalar"
+        );
         assert_eq!(err("sum by (job (up)"), "1:13: parse error: unexpected character '(': expected \",\" or \")\"");
         assert_eq!(err("up\n  }"), "2:3: parse error: unexpected character '}'");
         assert!(err(r#"up{job="a""#).starts_with("1:11: parse error:"), "{}", err(r#"up{job="a""#));
