@@ -769,7 +769,10 @@ mod tests {
     use proptest::prelude::*;
     use prost::Message;
 
-    fn v1_request(series: Vec<(Vec<(String, String)>, Vec<(f64, i64)>)>) -> WriteRequest {
+    /// Label pairs and (value, timestamp) samples of one series.
+    type TestSeries = (Vec<(String, String)>, Vec<(f64, i64)>);
+
+    fn v1_request(series: Vec<TestSeries>) -> WriteRequest {
         WriteRequest {
             timeseries: series
                 .into_iter()

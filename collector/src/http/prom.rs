@@ -115,10 +115,13 @@ fn json_value(out: &mut String, v: f64) {
 }
 
 /// Parses `match[]` values into selectors (Prometheus' error wording and positions).
-fn matchers(p: &[(String, String)]) -> Result<Vec<Selector>, Response> {
+/// An answer that ends a handler early (boxed: a `Response` is large).
+type Refusal = Box<Response>;
+
+fn matchers(p: &[(String, String)]) -> Result<Vec<Selector>, Refusal> {
     p.iter()
         .filter(|(k, _)| k == "match[]")
-        .map(|(_, v)| parse_series_selector(v).map_err(|e| invalid_param("match[]", selector_error(v, &e))))
+        .map(|(_, v)| parse_series_selector(v).map_err(|e| Box::new(invalid_param("match[]", selector_error(v, &e)))))
         .collect()
 }
 
@@ -129,25 +132,25 @@ fn selector_error(input: &str, e: &ParseError) -> String {
     format!("{line}:{column}: parse error: {}", e.message)
 }
 
-fn time_param(p: &[(String, String)], name: &str) -> Result<Option<i64>, Response> {
+fn time_param(p: &[(String, String)], name: &str) -> Result<Option<i64>, Refusal> {
     match first(p, name) {
         None => Ok(None),
         Some(v) => crate::time::parse_prometheus_time(v)
             .map(|ns| Some(ns.div_euclid(1_000_000)))
-            .map_err(|e| invalid_param(name, e)),
+            .map_err(|e| Box::new(invalid_param(name, e))),
     }
 }
 
 /// The series window of `/series`, `/labels` and `/label/<n>/values`: series whose latest
 /// sample is at or after `start`. (Only the latest sample is held, so a series that was alive
 /// during `[start, end]` and has written since is still in range; `end` cannot narrow.)
-fn series_window(p: &[(String, String)]) -> Result<Window, Response> {
+fn series_window(p: &[(String, String)]) -> Result<Window, Refusal> {
     let start = time_param(p, "start")?;
     let end = time_param(p, "end")?;
     if let (Some(s), Some(e)) = (start, end)
         && e < s
     {
-        return Err(invalid_param("end", "end timestamp must not be before start time"));
+        return Err(Box::new(invalid_param("end", "end timestamp must not be before start time")));
     }
     Ok(Window { min_ms: start.unwrap_or(i64::MIN), max_ms: i64::MAX })
 }
@@ -174,7 +177,7 @@ pub async fn query(
     let p = params(&headers, raw.as_deref(), &body);
     let time_ms = match time_param(&p, "time") {
         Ok(t) => t.unwrap_or_else(|| crate::time::now_ns().div_euclid(1_000_000)),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(t) = first(&p, "timeout")
         && crate::time::parse_duration(t).is_err()
@@ -251,11 +254,11 @@ pub async fn series(
     }
     let window = match series_window(&p) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let selectors = match matchers(&p) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let tenant = tenant(&headers, &state);
     let st = state.clone();
@@ -300,7 +303,7 @@ pub async fn labels(
     let p = params(&headers, raw.as_deref(), &body);
     let (window, selectors) = match (series_window(&p), matchers(&p)) {
         (Ok(w), Ok(s)) => (w, s),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     let tenant = tenant(&headers, &state);
     let st = state.clone();
@@ -324,7 +327,7 @@ pub async fn label_values(
     let p = params(&headers, raw.as_deref(), &Bytes::new());
     let (window, selectors) = match (series_window(&p), matchers(&p)) {
         (Ok(w), Ok(s)) => (w, s),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     let tenant = tenant(&headers, &state);
     let st = state.clone();

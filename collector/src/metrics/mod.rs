@@ -606,7 +606,10 @@ mod tests {
         MetricsStore::new(&cfg, "fake", telemetry, &mut registry)
     }
 
-    fn request(series: &[(&[(&str, &str)], f64, i64)]) -> Vec<u8> {
+    /// (labels, value, timestamp) of one single-sample series.
+    type Point<'a> = (&'a [(&'a str, &'a str)], f64, i64);
+
+    fn request(series: &[Point<'_>]) -> Vec<u8> {
         WriteRequest {
             timeseries: series
                 .iter()
@@ -626,7 +629,7 @@ mod tests {
         .encode_to_vec()
     }
 
-    fn ingest(store: &MetricsStore, tenant: &str, series: &[(&[(&str, &str)], f64, i64)]) -> IngestOutcome {
+    fn ingest(store: &MetricsStore, tenant: &str, series: &[Point<'_>]) -> IngestOutcome {
         let bytes = request(series);
         let view = osprey_protocol::remote_write::decode_v1(&bytes).unwrap();
         store.ingest(tenant, &view)
