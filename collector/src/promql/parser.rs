@@ -582,6 +582,32 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(q in "\\PC{0,64}") {
+            let _ = parse(&q);
+        }
+
+        #[test]
+        fn query_shaped_text_never_panics(q in "[ a-z_(){}=~!\"<>^%*/+,.0-9-]{0,48}") {
+            let _ = parse(&q);
+        }
+
+        #[test]
+        fn aggregations_of_selectors_parse(
+            op in "sum|avg|min|max|count",
+            by in proptest::option::of(("by|without", proptest::collection::vec("[a-z_][a-z0-9_]{0,6}", 0..3))),
+            metric in "[a-z_:][a-z0-9_:]{0,10}",
+        ) {
+            let grouping = by.map(|(kw, labels)| format!(" {kw} ({})", labels.join(", "))).unwrap_or_default();
+            let q = format!("{op}{grouping} ({metric})");
+            prop_assume!(!["sum", "avg", "min", "max", "count", "by", "without", "inf", "nan", "offset", "bool", "on", "ignoring", "and", "or", "unless", "atan2", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group"].contains(&metric.as_str()));
+            let parsed = parse(&q);
+            prop_assert!(matches!(parsed, Ok(Expr::Aggregate { .. })), "{q}: {parsed:?}");
+        }
+    }
 
     fn ok(q: &str) -> Expr {
         parse(q).unwrap_or_else(|e| panic!("{q}: {e}"))
