@@ -443,9 +443,12 @@ impl MetricsStore {
             }
             lock(&t.metadata).expire(cutoff);
         }
+        drop(tenants);
         {
             let mut map = write(&self.tenants);
-            map.retain(|_, t| !t.is_empty() || !lock(&t.metadata).is_empty());
+            // A tenant someone holds (an ingest between lookup and upsert) stays: removing it
+            // would orphan what that ingest is about to store.
+            map.retain(|_, t| Arc::strong_count(t) > 1 || !t.is_empty() || !lock(&t.metadata).is_empty());
             self.stats.tenants.set(map.len() as i64);
         }
         self.telemetry.series_expired.inc_by(expired as u64);
@@ -689,6 +692,20 @@ mod tests {
         assert_eq!(st.len(), 2);
         let out = ingest(&st, "b", &[(&[("__name__", "x"), ("i", "2")], 1.0, 1)]);
         assert_eq!(out.series_written, 1);
+    }
+
+    #[test]
+    fn expiry_drops_idle_series_and_empty_tenants() {
+        let cfg = MetricsConfig { series_ttl: osprey_config::Duration::from_secs(1), ..MetricsConfig::default() };
+        let st = store(cfg);
+        ingest(&st, "a", &[(&[("__name__", "x")], 1.0, 1)]);
+        assert_eq!((st.len(), read(&st.tenants).len()), (1, 1));
+        st.expire();
+        assert_eq!(st.len(), 1, "not idle yet");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        st.expire();
+        assert_eq!(st.len(), 0);
+        assert_eq!(read(&st.tenants).len(), 0, "the empty tenant is gone");
     }
 
     #[test]
