@@ -7,7 +7,8 @@
 //! errors with backoff; drops and counts what the receiver refuses as bad). The receiver side
 //! pushes a request's accepted series into every target's queue, fsynced, *before* it answers
 //! 2xx; so a `kill -9` of the collector loses no acknowledged sample: it is sent after the
-//! restart. Delivery is at least once (a record in flight at a crash is sent again).
+//! restart. Delivery is at least once (what was delivered in the last second before a crash,
+//! whose acknowledgement was not yet persisted, is sent again).
 //!
 //! A queue record is `tenant length (u16 LE) | tenant | snappy-compressed prometheus.WriteRequest`;
 //! the tenant becomes the `X-Scope-OrgID` of its request, unless the target sets its own.
@@ -92,6 +93,9 @@ impl Forwarders {
                     dir: dir.clone(),
                     max_bytes: t.queue_max_bytes,
                     segment_bytes: (t.queue_max_bytes / 16).clamp(1 << 20, 64 << 20),
+                    // Acks persisted at most once a second: a crash resends at most a second of
+                    // delivered requests (duplicates, never loss).
+                    ..QueueOptions::default()
                 },
                 metrics.clone(),
             )
