@@ -37,7 +37,7 @@ fn forwarding_survives_a_down_receiver_and_kill_9() {
     let a_config = collector_config(
         &a_dir,
         &format!(
-            "\n[[logs.forward]]\nname = \"b\"\nurl = \"http://127.0.0.1:{b_port}/loki/api/v1/push\"\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\n"
+            "\n[[logs.forward]]\nname = \"b\"\nurl = \"http://127.0.0.1:{b_port}/loki/api/v1/push\"\nretry_initial_backoff = \"50ms\"\nretry_max_backoff = \"200ms\"\n"
         ),
     );
     let headers =

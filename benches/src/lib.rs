@@ -6,6 +6,7 @@
 
 use osprey_protocol::logproto::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
 use osprey_protocol::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use osprey_protocol::writev2;
 use std::path::PathBuf;
 
 /// The repository's `testdata/loghub` directory.
@@ -67,6 +68,54 @@ pub fn write_request(n: usize) -> WriteRequest {
                 Label::new("mode", ["user", "system", "idle", "iowait"][i % 4]),
             ],
             samples: vec![Sample { value: i as f64 * 1.5, timestamp: 1_700_000_000_000 }],
+            exemplars: vec![],
+        })
+        .collect();
+    WriteRequest { timeseries, metadata: vec![] }
+}
+
+/// The same series as [`write_request`], as a remote_write 2.0 request.
+pub fn write_request_v2(n: usize) -> writev2::Request {
+    let mut b = writev2::RequestBuilder::new();
+    for ts in write_request(n).timeseries {
+        let labels: Vec<(&str, &str)> = ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        let samples: Vec<(f64, i64)> = ts.samples.iter().map(|s| (s.value, s.timestamp)).collect();
+        b.series(&labels, &samples, None);
+    }
+    b.build()
+}
+
+/// An empty series store with default limits (one million series), as the collector makes it.
+pub fn metrics_store() -> osprey_collector::metrics::MetricsStore {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let telemetry = osprey_collector::telemetry::Telemetry::new(&mut registry);
+    let cfg = osprey_config::collector::Metrics {
+        max_series: 2_000_000,
+        max_series_per_tenant: 2_000_000,
+        ..Default::default()
+    };
+    osprey_collector::metrics::MetricsStore::new(&cfg, "fake", telemetry, &mut registry)
+}
+
+/// The labels of series `i` of a fleet: 500 metrics per host, `n / 500` hosts. Unique for
+/// every `i`; the cardinality of a real fleet (few names, one `host`/`instance` per 500 series).
+pub fn fleet_labels(i: usize) -> Vec<(String, String)> {
+    let host = i / 500;
+    vec![
+        ("__name__".into(), format!("node_metric_{}", i % 500)),
+        ("host".into(), format!("host-{host}")),
+        ("instance".into(), format!("10.{}.{}.{}:9100", host >> 16 & 255, host >> 8 & 255, host & 255)),
+        ("job".into(), "node".into()),
+        ("mode".into(), ["user", "system", "idle", "iowait"][i % 4].into()),
+    ]
+}
+
+/// Series `start..start + n` of [`fleet_labels`], one sample each at `timestamp_ms`.
+pub fn fleet_request(start: usize, n: usize, timestamp_ms: i64) -> WriteRequest {
+    let timeseries = (start..start + n)
+        .map(|i| TimeSeries {
+            labels: fleet_labels(i).into_iter().map(|(k, v)| Label::new(k, v)).collect(),
+            samples: vec![Sample { value: i as f64, timestamp: timestamp_ms }],
             exemplars: vec![],
         })
         .collect();

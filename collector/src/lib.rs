@@ -2,15 +2,16 @@
 //! from here.
 //!
 //! Ingest (`/loki/api/v1/push`, `/api/v1/write`) goes through [`http`] into the [`logs`] store
-//! (durable: WAL, acknowledged after fsync) and the [`series`] store (latest sample per
-//! series). Queries come back out through the same [`http`] router in Loki's and Prometheus'
-//! shapes.
+//! (durable: WAL, acknowledged after fsync) and the [`metrics`] store (latest sample per
+//! series, with a label index). Queries come back out through the same [`http`] router in
+//! Loki's and Prometheus' shapes ([`promql`] for `/api/v1/query`).
 
 pub mod http;
 pub mod logql;
 pub mod logs;
+pub mod metrics;
+pub mod promql;
 pub mod selector;
-pub mod series;
 pub mod telemetry;
 pub mod time;
 pub mod wal;
@@ -27,7 +28,9 @@ use tokio::sync::watch;
 pub struct State {
     pub cfg: CollectorConfig,
     pub logs: logs::LogStore,
-    pub series: series::SeriesStore,
+    pub metrics: metrics::MetricsStore,
+    /// `[[metrics.forward]]` targets, each with its on-disk queue.
+    pub forward: metrics::forward::Forwarders,
     pub registry: Registry,
     pub telemetry: telemetry::Telemetry,
     /// Queries running at once (`logs.max_concurrent_queries`); each holds a permit.
@@ -81,7 +84,7 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
     let telemetry = telemetry::Telemetry::new(&mut registry);
     let store_cfg = cfg.clone();
     let store_telemetry = telemetry.clone();
-    let (logs, registry) = tokio::task::spawn_blocking(move || {
+    let (logs, mut registry) = tokio::task::spawn_blocking(move || {
         let mut registry = registry;
         let logs = logs::LogStore::open_with_registry(&store_cfg, store_telemetry, &mut registry);
         (logs, registry)
@@ -89,22 +92,37 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
     .await
     .context("WAL replay panicked")?;
     let logs = logs.with_context(|| format!("cannot open the log store in {}", cfg.data_dir.display()))?;
-    let series = series::SeriesStore::new(cfg.metrics.max_series, cfg.metrics.series_ttl.get(), telemetry.clone());
+    let metrics = metrics::MetricsStore::new(&cfg.metrics, &cfg.logs.default_tenant, telemetry.clone(), &mut registry);
+    let forward = metrics::forward::Forwarders::open(
+        &cfg.metrics.forward,
+        &cfg.data_dir,
+        &cfg.logs.default_tenant,
+        &mut registry,
+    )?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let query_slots = Arc::new(tokio::sync::Semaphore::new(cfg.logs.max_concurrent_queries));
-    let state = Arc::new(State { cfg, logs, series, registry, telemetry, query_slots });
+    let state = Arc::new(State { cfg, logs, metrics, forward, registry, telemetry, query_slots });
     let (stop, mut stopped) = watch::channel(false);
+    state.forward.spawn(stop.subscribe());
 
     let expiry_state = Arc::downgrade(&state);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(15));
-        loop {
+        // Fleet liveness every 5 s (so `osprey_agent_up` turns 0 promptly), expiry every 15 s.
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        for round in 0u64.. {
             tick.tick().await;
             let Some(state) = expiry_state.upgrade() else { break };
-            state.series.expire();
+            let expire = round % 3 == 0;
+            let _ = tokio::task::spawn_blocking(move || {
+                state.metrics.record_fleet();
+                if expire {
+                    state.metrics.expire();
+                }
+            })
+            .await;
         }
     });
 

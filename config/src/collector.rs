@@ -1,6 +1,6 @@
 //! The collector's configuration (`collector.toml`).
 
-use crate::{Duration, Validate};
+use crate::{Duration, Validate, check_http_url};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -165,43 +165,6 @@ impl Default for Logs {
     }
 }
 
-/// One forwarding target: a Loki push URL (Loki, VictoriaLogs, another collector). Pushes are
-/// queued on disk (`data_dir/forward/<name>`) before they are acknowledged, then sent in order
-/// with retries (429 and 5xx forever with backoff; other 4xx dropped and counted).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Forward {
-    /// Names the queue directory and the metrics label: `[A-Za-z0-9_-]+`, unique.
-    pub name: String,
-    /// Full push URL, e.g. `http://loki:3100/loki/api/v1/push`.
-    pub url: String,
-    /// Extra request headers.
-    pub headers: BTreeMap<String, String>,
-    /// Sent as `Authorization: Bearer <token>` when not empty.
-    pub bearer_token: String,
-    /// Bound of the on-disk queue; at the bound the oldest pushes are dropped (counted).
-    pub max_queue_bytes: u64,
-    /// Per-request time limit.
-    pub timeout: Duration,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for Forward {
-    fn default() -> Self {
-        Forward {
-            name: String::new(),
-            url: String::new(),
-            headers: BTreeMap::new(),
-            bearer_token: String::new(),
-            max_queue_bytes: 1 << 30,
-            timeout: Duration::from_secs(30),
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
-
 /// Retention of log parts. Expired data goes as whole part files; lines still in the head are
 /// not counted until they are flushed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -233,18 +196,113 @@ impl Retention {
     }
 }
 
+/// The metrics side: remote_write ingest, the series store, its query APIs, fleet liveness.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Metrics {
-    /// A series with no sample for this long disappears from `/federate`.
+    /// A series with no sample for this long disappears from `/federate` and the query API.
     pub series_ttl: Duration,
-    /// Most active series kept; new series above it are refused with 429 and counted.
+    /// Most active series kept over all tenants; new series above it are refused with 429
+    /// and counted.
     pub max_series: usize,
+    /// Most active series kept for one tenant (`X-Scope-OrgID`); new series above it are
+    /// refused with 429 and counted.
+    pub max_series_per_tenant: usize,
+    /// Most tenants holding series at once; writes for a further tenant are refused with 429.
+    pub max_tenants: usize,
+    /// Most labels on one series, `__name__` included; more is refused with 400.
+    pub max_labels_per_series: usize,
+    /// Longest label name in bytes; longer is refused with 400.
+    pub max_label_name_bytes: usize,
+    /// Longest label value in bytes; longer is refused with 400.
+    pub max_label_value_bytes: usize,
+    /// Most metric families whose metadata (type, help, unit) is kept per tenant; metadata
+    /// for more is dropped and counted (samples are still stored).
+    pub max_metadata_families: usize,
+    /// Most series one query (`/api/v1/query`, `/api/v1/series`) may select; more is refused
+    /// with 422, as Prometheus refuses queries over its limits.
+    pub max_query_series: usize,
+    /// How far back an instant query looks for a series' latest sample (Prometheus'
+    /// `--query.lookback-delta`).
+    pub query_lookback: Duration,
+    /// The label whose values name agents (hosts) for `osprey_agent_up` and
+    /// `osprey_agent_last_seen_timestamp_seconds`; empty turns fleet liveness off.
+    pub agent_label: String,
+    /// An agent with no sample for this long is reported down (`osprey_agent_up` 0).
+    pub agent_down_after: Duration,
+    /// An agent silent for this long is forgotten (its liveness series disappear).
+    pub agent_forget_after: Duration,
+    /// Most agents tracked; agents above it are not tracked, and counted.
+    pub max_agents: usize,
+    /// Long-term stores every accepted sample is also sent to (remote_write 1.0), each through
+    /// its own on-disk queue. Empty: no forwarding.
+    pub forward: Vec<Forward>,
+}
+
+/// One forwarding target: `[[logs.forward]]` (a Loki push URL: Loki, VictoriaLogs, another
+/// collector) or `[[metrics.forward]]` (a remote_write URL: Mimir, Thanos Receive,
+/// VictoriaMetrics, Prometheus). Everything accepted is written to the target's on-disk queue
+/// (`data_dir/forward/{logs,metrics}/<name>`) before it is acknowledged, then sent in order with
+/// retries (429, 5xx and network errors forever with backoff; other 4xx dropped and counted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forward {
+    /// Names the target in metrics (`target` label) and its queue directory; letters, digits,
+    /// `_` and `-`, unique within its section.
+    pub name: String,
+    /// The receiver's push URL, e.g. `http://loki:3100/loki/api/v1/push` or
+    /// `http://mimir:8080/api/v1/push`.
+    pub url: String,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// File holding a bearer token sent as `Authorization: Bearer <token>`; empty: none.
+    pub bearer_token_file: String,
+    /// `X-Scope-OrgID` sent with every request. Empty: each push or sample keeps the tenant it
+    /// arrived with (none for the default tenant).
+    pub tenant: String,
+    /// Time limit of one request.
+    pub timeout: Duration,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
+    /// Bound of the on-disk queue; at the bound the oldest data is dropped and counted.
+    pub queue_max_bytes: u64,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            name: String::new(),
+            url: String::new(),
+            headers: BTreeMap::new(),
+            bearer_token_file: String::new(),
+            tenant: String::new(),
+            timeout: Duration::from_secs(30),
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(30),
+            queue_max_bytes: 1 << 30,
+        }
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics { series_ttl: Duration::from_secs(300), max_series: 1_000_000 }
+        Metrics {
+            series_ttl: Duration::from_secs(300),
+            max_series: 1_000_000,
+            max_series_per_tenant: 1_000_000,
+            max_tenants: 1000,
+            max_labels_per_series: 30,
+            max_label_name_bytes: 1024,
+            max_label_value_bytes: 2048,
+            max_metadata_families: 100_000,
+            max_query_series: 1_000_000,
+            query_lookback: Duration::from_secs(300),
+            agent_label: "host".into(),
+            agent_down_after: Duration::from_secs(60),
+            agent_forget_after: Duration::from_secs(24 * 3600),
+            max_agents: 10_000,
+            forward: Vec::new(),
+        }
     }
 }
 
@@ -328,8 +386,8 @@ impl Validate for CollectorConfig {
             if !(f.url.starts_with("http://") || f.url.starts_with("https://")) {
                 p.push((key("url"), format!("invalid URL {:?}: must start with http:// or https://", f.url)));
             }
-            if f.max_queue_bytes < 1 << 20 {
-                p.push((key("max_queue_bytes"), "must be at least 1 MiB (1048576)".into()));
+            if f.queue_max_bytes < 1 << 20 {
+                p.push((key("queue_max_bytes"), "must be at least 1 MiB (1048576)".into()));
             }
         }
         for name in self.logs.retention.tenants.keys() {
@@ -349,8 +407,73 @@ impl Validate for CollectorConfig {
         if self.logs.default_tenant.is_empty() {
             p.push(("logs.default_tenant".into(), "must not be empty".into()));
         }
-        if self.metrics.max_series == 0 {
-            p.push(("metrics.max_series".into(), "must be greater than 0".into()));
+        self.metrics.validate(p);
+    }
+}
+
+impl Validate for Metrics {
+    fn validate(&self, p: &mut Vec<(String, String)>) {
+        let positive = [
+            ("max_series", self.max_series),
+            ("max_series_per_tenant", self.max_series_per_tenant),
+            ("max_tenants", self.max_tenants),
+            ("max_labels_per_series", self.max_labels_per_series),
+            ("max_label_name_bytes", self.max_label_name_bytes),
+            ("max_label_value_bytes", self.max_label_value_bytes),
+            ("max_query_series", self.max_query_series),
+            ("max_agents", self.max_agents),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                p.push((format!("metrics.{key}"), "must be greater than 0".into()));
+            }
+        }
+        if self.max_series_per_tenant > self.max_series {
+            p.push(("metrics.max_series_per_tenant".into(), "must be at most metrics.max_series".into()));
+        }
+        if self.series_ttl.get() < std::time::Duration::from_secs(1) {
+            p.push(("metrics.series_ttl".into(), "must be at least 1s".into()));
+        }
+        if self.query_lookback.get() < std::time::Duration::from_secs(1) {
+            p.push(("metrics.query_lookback".into(), "must be at least 1s".into()));
+        }
+        if !self.agent_label.is_empty() && !is_label_name(&self.agent_label) {
+            p.push((
+                "metrics.agent_label".into(),
+                format!("{:?} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)", self.agent_label),
+            ));
+        }
+        if self.agent_down_after.get() < std::time::Duration::from_secs(1) {
+            p.push(("metrics.agent_down_after".into(), "must be at least 1s".into()));
+        }
+        if self.agent_forget_after.get() < self.agent_down_after.get() {
+            p.push(("metrics.agent_forget_after".into(), "must be at least metrics.agent_down_after".into()));
+        }
+        for (i, f) in self.forward.iter().enumerate() {
+            let key = |k: &str| format!("metrics.forward[{i}].{k}");
+            if f.name.is_empty() || !f.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                p.push((key("name"), format!("{:?} is not a valid target name: use letters, digits, _ and -", f.name)));
+            } else if self.forward[..i].iter().any(|o| o.name == f.name) {
+                p.push((key("name"), format!("{:?} is used by another forwarding target", f.name)));
+            }
+            if let Some(msg) = check_http_url(&f.url) {
+                p.push((key("url"), msg));
+            }
+            if f.queue_max_bytes < 4 << 20 {
+                p.push((key("queue_max_bytes"), "must be at least 4 MiB (4194304)".into()));
+            }
+            if f.retry_max_backoff.get() < f.retry_initial_backoff.get() {
+                p.push((key("retry_max_backoff"), "must be at least retry_initial_backoff".into()));
+            }
+            if f.timeout.get() < std::time::Duration::from_millis(100) {
+                p.push((key("timeout"), "must be at least 100ms".into()));
+            }
         }
     }
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }

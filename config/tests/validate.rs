@@ -97,3 +97,25 @@ fn role_is_guessed_from_sections() {
     f.write_all(b"[logs]\nfsync = \"always\"\n").unwrap();
     assert_eq!(validate_file(f.path(), None).unwrap(), Role::Collector);
 }
+
+#[test]
+fn metrics_limits_and_forwarding_targets() {
+    let p = check(
+        Role::Collector,
+        "[metrics]\nmax_series = 10\nmax_series_per_tenant = 20\nagent_label = \"bad-label\"\n\
+         [[metrics.forward]]\nname = \"vm\"\nurl = \"http://vm:8428/api/v1/write\"\n\
+         [[metrics.forward]]\nname = \"vm\"\nurl = \"ftp://x\"\nqueue_max_bytes = 1024\n",
+    );
+    assert_eq!(
+        p,
+        vec![
+            "FILE:3:25: metrics.max_series_per_tenant: must be at most metrics.max_series",
+            "FILE:4:15: metrics.agent_label: \"bad-label\" is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+            "FILE:9:8: metrics.forward[1].name: \"vm\" is used by another forwarding target",
+            "FILE:10:7: metrics.forward[1].url: invalid URL \"ftp://x\": scheme must be http or https, not \"ftp\"",
+            "FILE:11:19: metrics.forward[1].queue_max_bytes: must be at least 4 MiB (4194304)",
+        ]
+    );
+    let p = check(Role::Collector, "[[metrics.forward]]\nurl = \"http://vm:8428/api/v1/write\"\nbogus = 1\n");
+    assert!(p[0].contains("metrics.forward[0].bogus: unknown field `bogus`"), "{p:?}");
+}

@@ -1,6 +1,7 @@
 //! Wire types and codecs that both sides of Osprey speak.
 //!
-//! Everything here is defined by somebody else: Prometheus remote_write 1.0 ([`prompb`]), Loki's
+//! Everything here is defined by somebody else: Prometheus remote_write 1.0 ([`prompb`]) and 2.0 ([`writev2`], and the borrowing
+//! decoder of both in [`remote_write`]), Loki's
 //! push API ([`logproto`], [`push_json`], [`loki_labels`]), the snappy block format ([`snappy`])
 //! and the Prometheus text exposition format ([`exposition`]). The structs are written by hand
 //! as prost messages (no `protoc` on a fresh machine) with the field numbers of the upstream
@@ -15,7 +16,9 @@ pub mod logproto;
 pub mod loki_labels;
 pub mod prompb;
 pub mod push_json;
+pub mod remote_write;
 pub mod snappy;
+pub mod writev2;
 
 /// The bit pattern Prometheus uses to mark a series stale (a NaN that is never produced by
 /// arithmetic). Compare bits, never values: `NaN != NaN`.

@@ -171,7 +171,7 @@ fn agent() -> ureq::Agent {
 /// GET; returns the status and the body.
 pub fn get(url: &str) -> (u16, String) {
     match agent().get(url).call() {
-        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Ok(mut r) => (r.status().as_u16(), read_body(r.body_mut())),
         Err(e) => (0, e.to_string()),
     }
 }
@@ -183,7 +183,7 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
         req = req.header(*k, *v);
     }
     match req.send(body) {
-        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Ok(mut r) => (r.status().as_u16(), read_body(r.body_mut())),
         Err(e) => (0, e.to_string()),
     }
 }
@@ -229,6 +229,155 @@ pub fn peer_bin(name: &str) -> PathBuf {
 /// A minimal collector config for tests: loopback, free port, data in `dir`.
 pub fn collector_config(dir: &Path, extra: &str) -> String {
     format!("data_dir = {:?}\n\n[server]\nlisten = \"127.0.0.1:0\"\n{extra}", dir.join("data").display().to_string())
+}
+
+/// A real peer listening on 127.0.0.1 (Prometheus, node_exporter, VictoriaMetrics).
+pub struct Peer {
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+/// Starts `cmd` (a peer that cannot announce its port) on `port` and waits until `ready_path`
+/// answers 200.
+fn start_peer(name: &str, mut cmd: Command, port: u16, ready_path: &str, log: &Path) -> Peer {
+    let out = std::fs::File::create(log).expect("create peer log");
+    cmd.stdout(out.try_clone().expect("dup log")).stderr(out).stdin(Stdio::null());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let mut proc = Proc { child, name: name.to_string(), stdout: None };
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = eventually(Duration::from_secs(60), || {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("{name} exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        (get(&format!("{url}{ready_path}")).0 == 200).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "{name} not ready on {url} within 60 s: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    Peer { proc, url }
+}
+
+/// Debian's node_exporter on a free port (systemd collector off: no systemd here).
+pub fn node_exporter(dir: &Path) -> Peer {
+    let port = free_port();
+    let mut cmd = Command::new(peer_bin("prometheus-node-exporter"));
+    cmd.arg(format!("--web.listen-address=127.0.0.1:{port}")).arg("--no-collector.systemd");
+    start_peer("node_exporter", cmd, port, "/metrics", &dir.join("node_exporter.log"))
+}
+
+/// Debian's Prometheus with `config` (YAML) in `dir/<name>/`, the remote_write receiver on.
+pub fn prometheus(dir: &Path, name: &str, config: &str) -> Peer {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).expect("prometheus dir");
+    std::fs::write(home.join("prometheus.yml"), config).expect("write prometheus.yml");
+    let port = free_port();
+    let mut cmd = Command::new(peer_bin("prometheus"));
+    cmd.arg(format!("--config.file={}", home.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", home.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .arg("--log.level=warn");
+    start_peer(name, cmd, port, "/-/ready", &home.join("prometheus.log"))
+}
+
+/// Debian's VictoriaMetrics (single node) with its data in `dir/victoria-metrics/`.
+pub fn victoria_metrics(dir: &Path) -> Peer {
+    victoria_metrics_on(dir, free_port())
+}
+
+/// [`victoria_metrics`] on a given port (for tests that point a sender at it before it runs).
+pub fn victoria_metrics_on(dir: &Path, port: u16) -> Peer {
+    let home = dir.join("victoria-metrics");
+    let mut cmd = Command::new(peer_bin("victoria-metrics"));
+    cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!("-storageDataPath={}", home.display()))
+        .arg("-retentionPeriod=1d")
+        .arg("-search.latencyOffset=0s")
+        .arg("-loggerLevel=WARN");
+    start_peer("victoria-metrics", cmd, port, "/health", &dir.join("victoria-metrics.log"))
+}
+
+/// GET with headers; returns the status, the response headers (lowercase names) and the raw body.
+pub fn get_raw(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.call() {
+        Ok(mut r) => {
+            let hs = r
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            let body = r.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap_or_default();
+            (r.status().as_u16(), hs, body)
+        }
+        Err(e) => (0, vec![], e.to_string().into_bytes()),
+    }
+}
+
+/// POST with headers; returns the status, the response headers (lowercase names) and the body.
+pub fn post_raw(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send(body) {
+        Ok(mut r) => {
+            let hs = r
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            (r.status().as_u16(), hs, read_body(r.body_mut()))
+        }
+        Err(e) => (0, vec![], e.to_string()),
+    }
+}
+
+/// Runs `promtool` with `args`; returns (exit code, stdout, stderr).
+pub fn promtool(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(peer_bin("promtool"))
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input).expect("write to promtool");
+    }
+    let out = child.wait_with_output().expect("promtool output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `GET url` and parses the JSON answer (panics with the body when it is not JSON).
+pub fn get_json(url: &str) -> serde_json::Value {
+    let (code, body) = get(url);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {code} {body:?} is not JSON: {e}"))
+}
+
+/// Percent-encodes a query parameter value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// One request a [`CaptureServer`] received.
@@ -305,4 +454,10 @@ impl CaptureServer {
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
+}
+
+/// The whole response body (up to 1 GiB: query answers in tests can pass ureq's 10 MB default).
+/// A body that cannot be read panics with the reason rather than looking empty.
+pub fn read_body(body: &mut ureq::Body) -> String {
+    body.with_config().limit(1 << 30).read_to_string().unwrap_or_else(|e| panic!("cannot read the response body: {e}"))
 }

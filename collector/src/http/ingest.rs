@@ -1,11 +1,12 @@
-//! `/loki/api/v1/push` and `/api/v1/write`.
+//! `/loki/api/v1/push` and `/api/v1/write` (remote_write; the work is in
+//! [`super::remote_write`]).
 
 use super::{AppState, tenant, text_error};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use osprey_protocol::{gzip, logproto, prompb, push_json};
+use osprey_protocol::{gzip, logproto, push_json};
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
@@ -66,37 +67,25 @@ pub async fn loki_push(State(state): State<AppState>, headers: HeaderMap, body: 
     }
 }
 
-/// Prometheus remote_write 1.0: 204 when stored, 400 for invalid data (valid series kept),
-/// 429 when over the series limit.
-pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let limit = state.cfg.server.max_decompressed_bytes;
-    let encoding = header_str(&headers, header::CONTENT_ENCODING);
-    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("snappy") {
-        state.telemetry.reject("remote_write", "bad_encoding");
-        return text_error(
-            StatusCode::BAD_REQUEST,
-            format!("unsupported Content-Encoding {encoding:?}: remote_write bodies are snappy-compressed"),
-        );
-    }
-    let req = match prompb::decode_write_request(&body, limit) {
-        Ok(r) => r,
-        Err(e) => {
-            state.telemetry.reject("remote_write", "bad_body");
-            return text_error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let outcome = state.series.ingest(req);
-    if !outcome.invalid.is_empty() {
-        return text_error(StatusCode::BAD_REQUEST, outcome.invalid.join("\n"));
-    }
-    if outcome.over_limit > 0 {
-        return text_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "{} new series refused: the collector holds its maximum of {} series (metrics.max_series)",
-                outcome.over_limit, state.cfg.metrics.max_series
-            ),
-        );
-    }
-    StatusCode::NO_CONTENT.into_response()
+/// Prometheus remote_write, 1.0 (`prometheus.WriteRequest`) or 2.0
+/// (`io.prometheus.write.v2.Request`) as the `Content-Type` says. 204 when stored; 400 with a
+/// message for invalid data (the valid series of the request are kept); 429 when a capacity
+/// limit refused new series; 415 for a content type or encoding we do not speak. 2.0 answers
+/// carry the `X-Prometheus-Remote-Write-*-Written` headers.
+pub async fn remote_write(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let outcome = super::remote_write::handle(&state, &headers, body).await;
+    state
+        .metrics
+        .stats
+        .write_requests
+        .get_or_create(&crate::metrics::telemetry::WriteLabels {
+            version: outcome.version_label,
+            status: outcome.status.as_u16(),
+        })
+        .inc();
+    outcome.into_response()
 }

@@ -4,6 +4,7 @@
 mod ingest;
 mod loki;
 mod prom;
+mod remote_write;
 
 use crate::State;
 use axum::Router;
@@ -33,6 +34,13 @@ pub fn router(state: AppState) -> Router {
         .route("/loki/api/v1/index/volume_range", get(loki::index_volume_range).post(loki::index_volume_range))
         .route("/loki/api/v1/tail", get(loki::tail))
         .route("/loki/api/v1/status/buildinfo", get(loki::buildinfo))
+        .route("/api/v1/query", get(prom::query).post(prom::query))
+        .route("/api/v1/query_range", get(prom::query_range).post(prom::query_range))
+        .route("/api/v1/series", get(prom::series).post(prom::series))
+        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+        .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/api/v1/metadata", get(prom::metadata))
+        .route("/api/v1/status/buildinfo", get(prom::buildinfo))
         .route("/federate", get(prom::federate))
         .route("/metrics", get(prom::self_metrics))
         .route("/ready", get(ready))
@@ -100,6 +108,13 @@ fn endpoint_name(path: &str) -> &'static str {
         "/loki/api/v1/tail" => "loki_tail",
         "/loki/api/v1/status/buildinfo" => "loki_buildinfo",
         "/federate" => "federate",
+        "/api/v1/query" => "query",
+        "/api/v1/query_range" => "query_range",
+        "/api/v1/series" => "series",
+        "/api/v1/labels" => "labels",
+        "/api/v1/label/{name}/values" => "label_values",
+        "/api/v1/metadata" => "metadata",
+        "/api/v1/status/buildinfo" => "buildinfo",
         "/metrics" => "metrics",
         "/ready" => "ready",
         _ => "other",

@@ -60,7 +60,7 @@ struct Target {
 }
 
 impl Forwarder {
-    /// Opens one queue per target under `data_dir/forward/<name>` and starts the enqueuer thread
+    /// Opens one queue per target under `data_dir/forward/logs/<name>` and starts the enqueuer thread
     /// and, on `runtime`, one sender task per target.
     pub fn start(
         data_dir: &Path,
@@ -81,9 +81,9 @@ impl Forwarder {
             let metrics = QueueMetrics::default();
             metrics.register(r.sub_registry_with_label(("target".into(), t.name.clone().into())));
             let opts = QueueOptions {
-                dir: data_dir.join("forward").join(&t.name),
-                max_bytes: t.max_queue_bytes,
-                segment_bytes: (t.max_queue_bytes / 16).clamp(1 << 20, 64 << 20),
+                dir: data_dir.join("forward").join("logs").join(&t.name),
+                max_bytes: t.queue_max_bytes,
+                segment_bytes: (t.queue_max_bytes / 16).clamp(1 << 20, 64 << 20),
                 ..QueueOptions::default()
             };
             let (queue, report) = DiskQueue::open(opts, metrics)?;
@@ -98,7 +98,8 @@ impl Forwarder {
             // The sender's own metrics (osprey_agent_* names) stay private: the queue's metrics
             // above say what was sent, pending and dropped.
             let sender_telemetry = osprey_agent::telemetry::Telemetry::new(&mut Registry::default());
-            runtime.spawn(send_loop(t.clone(), queue.clone(), sender_telemetry, stop_rx.clone()));
+            let token = crate::metrics::forward::read_bearer_token("logs.forward", t)?;
+            runtime.spawn(send_loop(t.clone(), token, queue.clone(), sender_telemetry, stop_rx.clone()));
             queues.push(Target { name: t.name.clone(), queue });
         }
         let (tx, rx) = mpsc::channel(1024);
@@ -162,6 +163,7 @@ fn enqueue_loop(mut rx: mpsc::Receiver<Enqueue>, targets: Vec<Target>, errors: C
 
 async fn send_loop(
     target: Forward,
+    token: Option<String>,
     queue: Arc<DiskQueue>,
     telemetry: osprey_agent::telemetry::Telemetry,
     mut stop: watch::Receiver<bool>,
@@ -189,11 +191,11 @@ async fn send_loop(
             let opts = SenderOptions {
                 url: target.url.clone(),
                 headers: target.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                tenant: tenant.to_string(),
-                bearer_token: (!target.bearer_token.is_empty()).then(|| target.bearer_token.clone()),
+                tenant: if target.tenant.is_empty() { tenant.to_string() } else { target.tenant.clone() },
+                bearer_token: token.clone(),
                 timeout: target.timeout.get(),
-                initial_backoff: target.initial_backoff.get(),
-                max_backoff: target.max_backoff.get(),
+                initial_backoff: target.retry_initial_backoff.get(),
+                max_backoff: target.retry_max_backoff.get(),
             };
             let mut with_type = opts;
             with_type.headers.push(("content-type".into(), "application/x-protobuf".into()));
