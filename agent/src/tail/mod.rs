@@ -906,9 +906,10 @@ impl Tailer {
     fn read_file(&mut self, id: u64, from: Option<&File>, budget: usize) -> bool {
         let Some(t) = self.files.get_mut(&id) else { return false };
         let Some(file) = from.or(t.file.as_ref()) else { return false };
+        let size = file.metadata().map(|m| m.len()).ok();
         if from.is_none()
-            && let Ok(m) = file.metadata()
-            && m.len() < t.read_offset
+            && let Some(size) = size
+            && size < t.read_offset
         {
             self.rebase(id, Verdict::Truncated);
             return true;
@@ -921,9 +922,12 @@ impl Tailer {
         let mut total = 0u64;
         let mut hit_budget = false;
         let mut buf = std::mem::take(&mut self.buf);
+        // Reads no more than a batch's worth at a time, so a batch overshoots its size by at
+        // most one read and a full batch is handed over before more is read.
+        let chunk = buf.len().min(self.opts.batch_max_bytes.max(4096));
         loop {
-            let want = buf.len().min(left);
-            if want == 0 {
+            let want = chunk.min(left);
+            if want == 0 || self.batch.bytes >= self.opts.batch_max_bytes {
                 hit_budget = true;
                 break;
             }
@@ -946,7 +950,12 @@ impl Tailer {
             t.hot = hit_budget;
             if total > 0 {
                 t.last_active = Instant::now();
-                t.size = t.size.max(t.read_offset);
+                t.size = size.unwrap_or(0).max(t.read_offset);
+                self.telemetry
+                    .tail
+                    .file_lag_bytes
+                    .get_or_create(&FileLabels { path: t.path.display().to_string() })
+                    .set(t.size.saturating_sub(t.read_offset) as i64);
                 self.telemetry.bytes_read.inc_by(total);
                 self.telemetry
                     .tail
