@@ -20,7 +20,7 @@ mod harness;
 mod tail_support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,13 +69,22 @@ fn no_line_is_lost_through_rotations_kills_and_outages() {
     std::fs::create_dir_all(&logs).unwrap();
     let mut collector = Collector::start(&dir.path().join("collector"));
     let sources = format!(
-        "[sources]\npoll_interval = \"100ms\"\n\n[[sources.files]]\njob = \"torture\"\ninclude = [\"{}/*.log\"]\nread_from = \"beginning\"\nrotate_wait = \"3s\"\n",
+        "[sources]\npoll_interval = \"100ms\"\n\n[[sources.files]]\njob = \"torture\"\ninclude = [\"{}/*.log\"]\nread_from = \"beginning\"\nrotate_wait = \"30s\"\n",
         logs.display()
     );
     let cfg = agent_config(dir.path(), &collector.url(), &sources)
         .replace("batch_max_bytes = 65536", "batch_max_bytes = 16384")
         .replace("[host_metrics]", "[pipeline]\nchannel_batches = 4\n\n[host_metrics]");
-    let agent = Arc::new(Mutex::new((harness::start_agent(dir.path(), &cfg).0, Instant::now())));
+    std::fs::write(dir.path().join("agent.toml"), &cfg).unwrap();
+    let starts = AtomicU64::new(0);
+    let start_agent = || {
+        let n = starts.fetch_add(1, Ordering::Relaxed);
+        let mut cmd = std::process::Command::new(harness::osprey_bin());
+        cmd.arg("agent").arg("--config").arg(dir.path().join("agent.toml"));
+        let log = dir.path().join(format!("agent-{n:02}.log"));
+        harness::spawn_until("osprey agent", cmd, "osprey agent listening", &log, Duration::from_secs(30)).0
+    };
+    let agent = Arc::new(Mutex::new((start_agent(), Instant::now())));
     let stop = Arc::new(AtomicBool::new(false));
     let written: Arc<Vec<AtomicU64>> = Arc::new(FILES.iter().map(|_| AtomicU64::new(0)).collect());
     let locks: Arc<Vec<Mutex<()>>> = Arc::new(FILES.iter().map(|_| Mutex::new(())).collect());
@@ -118,7 +127,7 @@ fn no_line_is_lost_through_rotations_kills_and_outages() {
             a.0.kill9();
             kills += 1;
             std::thread::sleep(Duration::from_millis(rng.below(400)));
-            *a = (harness::start_agent(dir.path(), &cfg).0, Instant::now());
+            *a = (start_agent(), Instant::now());
             next_kill = Instant::now() + Duration::from_millis(1000 + rng.below(2500));
         }
         if outage_at.is_some_and(|t| now >= t) {
@@ -208,13 +217,12 @@ fn no_line_is_lost_through_rotations_kills_and_outages() {
     let duplicates = *arrived as u64 - per.values().map(|s| s.len() as u64).sum::<u64>();
     println!("torture: {arrived} lines arrived, {duplicates} duplicates (from batches in flight at {kills} kills)");
     if done.is_none() || !missing.is_empty() {
-        let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        panic!("lines lost: {missing:?}\nlast agent log lines (newest first):\n{}", tail.join("\n"));
+        drop(agent);
+        let kept = dir.keep();
+        panic!("lines lost: {missing:?}; files, agent logs (agent-NN.log) and data kept in {}", kept.display());
     }
     // Each kill can re-send what was in flight: the batch being sent, the queued ones (4) and
     // the one being built, at 16 KiB (~250 of these lines) each.
     let bound = u64::from(kills) * 6 * 260;
     assert!(duplicates <= bound, "{duplicates} duplicates for {kills} kills (bound {bound})");
-    let _ = Path::new("");
 }

@@ -370,13 +370,40 @@ impl Tailer {
             }
             let _ = acks.send(Msg::Acked { positions, created });
         });
-        let mut abort = abort.clone();
-        rt.block_on(async {
-            tokio::select! {
-                r = tx.send(batch) => r.is_ok(),
-                _ = abort.wait_for(|a| *a) => false,
+        // While the sink is behind, nothing is read, but discovery and the stat poll go on:
+        // new files are opened (so a later rename is followed), rotations and truncations are
+        // noticed when they happen (a copytruncate's copy is found while it is the newest).
+        let mut batch = Some(batch);
+        loop {
+            if *abort.borrow() {
+                return false;
             }
-        })
+            let wait = self.opts.poll_interval;
+            let mut abort = abort.clone();
+            let reserved = rt.block_on(async {
+                tokio::select! {
+                    r = tokio::time::timeout(wait, tx.reserve()) => match r {
+                        Ok(Ok(permit)) => Some(Some(permit)),
+                        Ok(Err(_)) => None,
+                        Err(_) => Some(None),
+                    },
+                    _ = abort.wait_for(|a| *a) => None,
+                }
+            });
+            match reserved {
+                None => return false,
+                Some(Some(permit)) => {
+                    if let Some(b) = batch.take() {
+                        permit.send(b);
+                    }
+                    return true;
+                }
+                Some(None) => {
+                    self.discover();
+                    self.poll();
+                }
+            }
+        }
     }
 
     fn new_id(&mut self) -> u64 {
@@ -685,9 +712,15 @@ impl Tailer {
                 continue;
             }
             let Some(t) = self.files.get_mut(&id) else { continue };
-            if size != t.size && size > t.read_offset && t.read_offset > 0 {
+            if size != t.size && size >= t.read_offset {
+                // Same inode, at least as long: still the same content? The head and the bytes
+                // before the read offset tell (a file not read yet has only its head).
                 let rewritten = match &t.file {
-                    Some(f) => identity::mark(f, t.read_offset).is_ok_and(|m| m != Digest::of(&t.last_bytes)),
+                    Some(f) => {
+                        !identity::head_matches(f, t.head)
+                            || (t.read_offset > 0
+                                && identity::mark(f, t.read_offset).is_ok_and(|m| m != Digest::of(&t.last_bytes)))
+                    }
                     None => false,
                 };
                 if rewritten {
@@ -752,65 +785,68 @@ impl Tailer {
     }
 
     /// The file at the same inode no longer continues what was read: truncated, or rewritten.
-    /// Reads the unread tail from a rotated copy if one is next to it, then follows the file
-    /// from its start under a new id.
+    /// If a rotated copy holding the old content is next to it (copytruncate), the old entry
+    /// goes on reading the copy from where it was, as a rotated file; otherwise what it holds
+    /// is shipped and it is released. Either way the file itself is followed from its start
+    /// under a new id. Nothing is read here, so this is safe while the sink is behind.
     fn rebase(&mut self, id: u64, why: Verdict) {
-        let Some(t) = self.files.get(&id) else { return };
+        let Some(t) = self.files.get_mut(&id) else { return };
         tracing::info!(path = %t.path.display(), reason = ?why, offset = t.read_offset, "file truncated or rewritten; reading it from the start");
         if why == Verdict::Truncated {
             self.telemetry.truncations.inc();
         } else {
             self.telemetry.tail.rewrites.inc();
         }
-        // copytruncate: the bytes we had not read yet are in the copy, past our offset.
         let mark = Digest::of(&t.last_bytes);
-        if let Some((copy_path, copy, Found::Copy)) =
-            identity::find_rotated(&t.path, t.dev, t.ino, t.head, t.read_offset, mark)
-        {
-            tracing::info!(path = %t.path.display(), copy = %copy_path.display(), "reading the unread tail from the rotated copy");
-            self.telemetry.tail.rotated_tails.inc();
-            self.read_file(id, Some(&copy), usize::MAX);
-        }
-        // Whatever is held is complete now: the rest of its lines were in the old content.
-        self.finish_file(id);
-        let Some(t) = self.files.get_mut(&id) else { return };
-        let end = t.emitted;
-        let new_id = self.next_id;
-        self.next_id += 1;
-        let _ = self.acks.send(Msg::Release { id, end });
-        let Some(mut t) = self.files.remove(&id) else { return };
-        t.id = new_id;
-        t.read_offset = 0;
-        t.emitted = 0;
-        t.last_bytes.clear();
-        t.splitter.reset();
-        if let Some(j) = t.joiner.as_mut() {
-            j.reset();
-        }
-        t.head = t.file.as_ref().and_then(|f| identity::head(f).ok()).unwrap_or_default();
-        t.size = 0;
-        t.hot = true;
-        // Positions of the old id in the unsent batch keep their id: they are acked as such.
-        let _ = self.acks.send(Msg::Track(Record {
-            id: new_id,
-            path: t.path.clone(),
-            dev: t.dev,
-            ino: t.ino,
-            head: t.head,
-            offset: 0,
-            mark: Digest::default(),
-        }));
-        self.by_inode.insert((t.dev, t.ino), new_id);
-        for v in self.by_path.values_mut() {
-            if *v == id {
-                *v = new_id;
+        let copy = identity::find_rotated(&t.path, t.dev, t.ino, t.head, t.read_offset, mark)
+            .filter(|(_, _, how)| *how == Found::Copy)
+            .and_then(|(p, f, _)| f.metadata().ok().map(|m| (p, f, m)));
+        let Some(live) = t.file.take() else { return };
+        let path = t.path.clone();
+        let (source, labels, live_key) = (t.source, t.labels.clone(), (t.dev, t.ino));
+        self.by_path.retain(|_, v| *v != id);
+        match copy {
+            Some((copy_path, copy_file, meta)) if !self.by_inode.contains_key(&(meta.dev(), meta.ino())) => {
+                tracing::info!(path = %path.display(), copy = %copy_path.display(), offset = t.read_offset, "the unread tail is in the rotated copy; reading it there");
+                self.telemetry.tail.rotated_tails.inc();
+                t.file = Some(copy_file);
+                t.dev = meta.dev();
+                t.ino = meta.ino();
+                t.size = meta.len();
+                t.rotated_at = Some(Instant::now());
+                t.hot = true;
+                self.by_inode.insert((meta.dev(), meta.ino()), id);
+                // The live descriptor moves to the new entry; the copy's is a new one.
+                self.open += 1;
+            }
+            _ => {
+                t.file = Some(live);
+                // The rest of the old content is gone: ship what is held as complete.
+                self.finish_file(id);
+                if self.batch.pending_mark(id).is_some() {
+                    self.batch.set_mark(id, Digest::default());
+                }
+                let Some(mut t) = self.files.remove(&id) else { return };
+                let _ = self.acks.send(Msg::Release { id, end: t.emitted });
+                self.by_inode.remove(&live_key);
+                let Some(live) = t.file.take() else { return };
+                self.open -= 1;
+                self.follow_fresh(source, &path, labels, live);
+                return;
             }
         }
-        if self.batch.pending_mark(id).is_some() {
-            // The old content is gone from the file; its mark can no longer be read.
-            self.batch.set_mark(id, Digest::default());
+        self.follow_fresh(source, &path, labels, live);
+    }
+
+    /// Follows `file` (the file at `path`, truncated or rewritten) from its start, new id.
+    fn follow_fresh(&mut self, source: usize, path: &Path, labels: Arc<str>, file: File) {
+        let Ok(meta) = file.metadata() else { return };
+        let head = identity::head(&file).unwrap_or_default();
+        let id = self.new_id();
+        self.follow(id, source, path, file, &meta, head, 0, None);
+        if let Some(t) = self.files.get_mut(&id) {
+            t.labels = labels;
         }
-        self.files.insert(new_id, t);
     }
 
     /// Ships what a file holds (unfinished line, held multiline event) as complete.
@@ -845,9 +881,9 @@ impl Tailer {
         }
     }
 
-    /// Stops following a rotated file: ships what it holds, counts what was never read.
+    /// Stops following a rotated file: ships what it holds, counts what was never read. Reads
+    /// nothing more: `rotate_wait` is the bound on how long a rotated file is held.
     fn release(&mut self, id: u64) {
-        self.read_file(id, None, usize::MAX);
         self.finish_file(id);
         let Some(t) = self.files.get(&id) else { return };
         if let (Some(end), Some(f)) = (self.batch.pending_mark(id), t.file.as_ref()) {
