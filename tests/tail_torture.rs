@@ -5,8 +5,9 @@
 //! line; duplicates may only come from the batches in flight at each kill, and are printed.
 //!
 //! What no tailer can recover, and the test therefore avoids (it is not the agent's doing):
-//! - copytruncate loses lines written between logrotate's copy and its truncate, so the writer
-//!   of that file pauses while logrotate runs;
+//! - copytruncate loses lines written between logrotate's copy and its truncate, and a writer
+//!   that recreates its file between logrotate's rename and create gets it moved aside to
+//!   `*.backup`, so writers pause while logrotate runs (as applications reopen after rotation);
 //! - truncate-and-rewrite and delete-and-recreate destroy the file's content, so they are done
 //!   once the collector holds that file's lines: the point is that lines written *after* them
 //!   are neither skipped nor mixed up with the old content (inode reuse);
@@ -146,7 +147,13 @@ fn no_line_is_lost_through_rotations_kills_and_outages() {
             let i = FILES.iter().position(|f| *f == which).unwrap();
             let p = path(which);
             match which {
-                "create" => logrotate(&p, "create", &lr_state),
+                "create" => {
+                    // An application reopens its file after logrotate created the new one; a
+                    // writer that recreates it itself in between races logrotate, which then
+                    // moves the writer's file aside to `*.backup`, out of every glob.
+                    let _g = locks[i].lock().unwrap();
+                    logrotate(&p, "create", &lr_state);
+                }
                 "copy" => {
                     let _g = locks[i].lock().unwrap();
                     logrotate(&p, "copytruncate", &lr_state);

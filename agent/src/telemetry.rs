@@ -106,6 +106,7 @@ pub struct TailTelemetry {
     pub checkpoint_write_failures: Counter,
     pub checkpoint_corruptions: Counter,
     pub ack_seconds: Histogram,
+    pub batches_built: Counter,
 }
 
 impl TailTelemetry {
@@ -130,6 +131,7 @@ impl TailTelemetry {
             checkpoint_write_failures: Counter::default(),
             checkpoint_corruptions: Counter::default(),
             ack_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
+            batches_built: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("osprey_agent");
         r.register("file_bytes_read", "Bytes read per followed file", t.file_bytes_read.clone());
@@ -170,6 +172,7 @@ impl TailTelemetry {
             "Corrupt tail checkpoint stores found at start (set aside)",
             t.checkpoint_corruptions.clone(),
         );
+        r.register("log_batches_built", "Log batches handed to the sink", t.batches_built.clone());
         r.register(
             "ack_latency_seconds",
             "Time from a log batch being built to its acknowledgement by the receiver",

@@ -360,6 +360,7 @@ impl Tailer {
             self.batch.set_mark(id, mark.unwrap_or_default());
         }
         let (mut batch, positions) = self.batch.take();
+        self.telemetry.tail.batches_built.inc();
         let acks = self.acks.clone();
         let lines = batch.lines as u64;
         let refused = self.telemetry.tail.lines_refused.clone();
