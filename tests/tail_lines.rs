@@ -198,7 +198,7 @@ fn readers_pause_while_the_collector_is_down_then_catch_up() {
     let (dir, logs, mut c) = setup();
     let cfg = agent_config(dir.path(), &c.url(), &sources(&logs, ""))
         .replace("batch_max_bytes = 65536", "batch_max_bytes = 8192")
-        .replace("[host_metrics]", "[pipeline]\nchannel_batches = 2\n\n[host_metrics]");
+        .replace("[host_metrics]", "[pipeline]\nlog_channel_batches = 2\n\n[host_metrics]");
     let (_agent, url) = harness::start_agent(dir.path(), &cfg);
     c.down();
     let body: String = (0..40_000).map(|i| format!("line {i:06} with some text to fill it\n")).collect();

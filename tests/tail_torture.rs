@@ -75,7 +75,7 @@ fn no_line_is_lost_through_rotations_kills_and_outages() {
     );
     let cfg = agent_config(dir.path(), &collector.url(), &sources)
         .replace("batch_max_bytes = 65536", "batch_max_bytes = 16384")
-        .replace("[host_metrics]", "[pipeline]\nchannel_batches = 4\n\n[host_metrics]");
+        .replace("[host_metrics]", "[pipeline]\nlog_channel_batches = 4\n\n[host_metrics]");
     std::fs::write(dir.path().join("agent.toml"), &cfg).unwrap();
     let starts = AtomicU64::new(0);
     let start_agent = || {

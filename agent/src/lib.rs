@@ -98,7 +98,7 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
     let loki = sender("loki", out.logs_push_url(), &osprey_protocol::logproto::PUSH_HEADERS)?;
     let logs = tail::start(
         tail::TailOptions::from_config(&cfg, &host),
-        cfg.pipeline.channel_batches,
+        cfg.pipeline.log_channel_batches,
         loki,
         shutdown.clone(),
         telemetry.clone(),

@@ -306,6 +306,9 @@ impl Default for HostMetrics {
 pub struct Pipeline {
     /// Batches that may wait between a source and its sink; readers block when it is full.
     pub channel_batches: usize,
+    /// Log batches (each up to `collector.batch_max_bytes`) that may wait for the Loki sink.
+    /// Files are the buffer: a few batches keep the sink busy, more only cost memory.
+    pub log_channel_batches: usize,
     /// Shortest time between two writes of the file checkpoints. `0s`: written as soon as a
     /// batch is acknowledged (writes coalesce while one is in progress), so a `kill -9` re-sends
     /// only the batches in flight.
@@ -314,7 +317,7 @@ pub struct Pipeline {
 
 impl Default for Pipeline {
     fn default() -> Self {
-        Pipeline { channel_batches: 16, checkpoint_interval: Duration::from_secs(0) }
+        Pipeline { channel_batches: 16, log_channel_batches: 4, checkpoint_interval: Duration::from_secs(0) }
     }
 }
 
@@ -369,6 +372,9 @@ impl Validate for AgentConfig {
         }
         if self.pipeline.channel_batches == 0 {
             p.push(("pipeline.channel_batches".into(), "must be greater than 0".into()));
+        }
+        if self.pipeline.log_channel_batches == 0 {
+            p.push(("pipeline.log_channel_batches".into(), "must be greater than 0".into()));
         }
         if self.sources.poll_interval.get() < std::time::Duration::from_millis(10) {
             p.push(("sources.poll_interval".into(), "must be at least 10ms".into()));

@@ -11,6 +11,8 @@ use std::time::Instant;
 pub struct BatchBuilder {
     streams: Vec<StreamLines>,
     index: HashMap<Arc<str>, usize>,
+    /// The stream of the last push: consecutive lines of one file skip the map.
+    last: Option<(Arc<str>, usize)>,
     /// file id -> (end of its last event in this batch, mark there if already known).
     positions: BTreeMap<u64, (u64, Option<Digest>)>,
     pub bytes: usize,
@@ -21,12 +23,19 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn push(&mut self, labels: &Arc<str>, entry: Entry) {
-        let idx = match self.index.get(labels) {
-            Some(i) => *i,
-            None => {
-                self.streams.push(StreamLines { labels: labels.clone(), entries: Vec::new() });
-                self.index.insert(labels.clone(), self.streams.len() - 1);
-                self.streams.len() - 1
+        let idx = match &self.last {
+            Some((l, i)) if Arc::ptr_eq(l, labels) => *i,
+            _ => {
+                let i = match self.index.get(labels) {
+                    Some(i) => *i,
+                    None => {
+                        self.streams.push(StreamLines { labels: labels.clone(), entries: Vec::new() });
+                        self.index.insert(labels.clone(), self.streams.len() - 1);
+                        self.streams.len() - 1
+                    }
+                };
+                self.last = Some((labels.clone(), i));
+                i
             }
         };
         self.bytes += entry.line.len();
@@ -64,6 +73,7 @@ impl BatchBuilder {
     /// Hands out the batch (without receipt) and the positions it covers.
     pub fn take(&mut self) -> (LogBatch, Vec<Position>) {
         self.index.clear();
+        self.last = None;
         self.started = None;
         let positions = std::mem::take(&mut self.positions)
             .into_iter()

@@ -1004,7 +1004,8 @@ impl Tailer {
         hit_budget
     }
 
-    /// Splits a chunk read at the file's read offset into lines and events.
+    /// Splits a chunk read at the file's read offset into lines and events, straight into the
+    /// batch (the hot path: one map lookup per chunk, one clock read per chunk).
     fn consume(&mut self, id: u64, chunk: &[u8]) {
         let Some(t) = self.files.get_mut(&id) else { return };
         let start = t.read_offset;
@@ -1013,28 +1014,40 @@ impl Tailer {
         let src = &self.sources[t.source];
         let max = src.cfg.max_line_bytes;
         let now = Instant::now();
-        let mut events: Vec<multiline::Event> = Vec::new();
+        let read_ns = now_ns();
+        let batch = &mut self.batch;
+        let tel = &self.telemetry.tail;
         let mut lines_read = 0u64;
         let mut invalid = 0u64;
         let mut joiner = t.joiner.take();
         let mut splitter = std::mem::replace(&mut t.splitter, LineSplitter::new(1));
+        let emitted_before = t.emitted;
         splitter.feed(chunk, start, |line| {
             lines_read += 1;
             let (text, bad) = lines::to_text(line.bytes, max);
             invalid += u64::from(bad);
             match (&src.multiline, joiner.as_mut()) {
-                (Some(rule), Some(j)) => j.push(rule, text, line.end, line.truncated, now, |e| events.push(e)),
-                _ => events.push(multiline::Event { text, end: line.end, truncated: line.truncated }),
+                (Some(rule), Some(j)) => {
+                    j.push(rule, text, line.end, line.truncated, now, |e| emit_event(t, src, batch, tel, e, read_ns))
+                }
+                _ => emit_event(
+                    t,
+                    src,
+                    batch,
+                    tel,
+                    multiline::Event { text, end: line.end, truncated: line.truncated },
+                    read_ns,
+                ),
             }
         });
         t.splitter = splitter;
         t.joiner = joiner;
+        if t.emitted != emitted_before {
+            batch.position(id, t.emitted);
+        }
         self.telemetry.lines_read.inc_by(lines_read);
         if invalid > 0 {
             self.telemetry.tail.lines_invalid_utf8.inc_by(invalid);
-        }
-        for ev in events {
-            self.emit(id, ev);
         }
     }
 
@@ -1053,63 +1066,76 @@ impl Tailer {
         }
     }
 
-    /// One finished event: filter, parse, label, and into the batch with its position.
+    /// One finished event outside the read path (flush timeout, end of a file).
     fn emit(&mut self, id: u64, ev: multiline::Event) {
         let Some(t) = self.files.get_mut(&id) else { return };
-        t.emitted = ev.end;
-        self.batch.position(id, ev.end);
-        if ev.truncated {
-            self.telemetry.tail.lines_truncated.inc();
-        }
         let src = &self.sources[t.source];
-        if !src.rules.keeps(&ev.text) {
-            self.telemetry.tail.lines_filtered.inc();
-            return;
-        }
-        let mut labels = t.labels.clone();
-        let mut metadata = Vec::new();
-        let mut ts = None;
-        if src.rules.parses() {
-            let p = src.rules.parse(&ev.text);
-            if p.parse_failed {
-                self.telemetry.tail.parse_failures.inc();
-            }
-            if p.ts_failed {
-                self.telemetry.tail.timestamp_failures.inc();
-            }
-            ts = p.ts;
-            metadata = p.metadata;
-            if p.label_values.iter().any(Option::is_some) {
-                if let Some(l) = t.label_cache.get(&p.label_values) {
-                    labels = l.clone();
-                } else {
-                    let mut set = src.labels.clone();
-                    set.push(("filename".into(), t.path.display().to_string()));
-                    for (name, v) in src.rules.labels.iter().zip(&p.label_values) {
-                        if let Some(v) = v {
-                            set.retain(|(k, _)| k != name);
-                            set.push((name.clone(), v.clone()));
-                        }
-                    }
-                    set.sort();
-                    let l: Arc<str> = Arc::from(loki_labels::format(&set));
-                    if t.label_cache.len() >= LABEL_CACHE {
-                        t.label_cache.clear();
-                    }
-                    t.label_cache.insert(p.label_values, l.clone());
-                    labels = l;
-                }
-            }
-        }
-        let ts = match ts {
-            Some(ts) => ts,
-            None => {
-                // Read time, strictly increasing per file so equal lines are never deduplicated.
-                let ts = now_ns().max(t.last_ts + 1);
-                t.last_ts = ts;
-                ts
-            }
-        };
-        self.batch.push(&labels, Entry { ts, line: ev.text, metadata });
+        emit_event(t, src, &mut self.batch, &self.telemetry.tail, ev, now_ns());
+        self.batch.position(id, t.emitted);
     }
+}
+
+/// One finished event: filter, parse, label, and into the batch. The caller records the
+/// file's position in the batch (`t.emitted`).
+fn emit_event(
+    t: &mut Tracked,
+    src: &Source,
+    batch: &mut BatchBuilder,
+    tel: &crate::telemetry::TailTelemetry,
+    ev: multiline::Event,
+    read_ns: i64,
+) {
+    t.emitted = ev.end;
+    batch.started.get_or_insert_with(Instant::now);
+    if ev.truncated {
+        tel.lines_truncated.inc();
+    }
+    if !src.rules.keeps(&ev.text) {
+        tel.lines_filtered.inc();
+        return;
+    }
+    let mut labels = &t.labels;
+    let mut metadata = Vec::new();
+    let mut ts = None;
+    if src.rules.parses() {
+        let p = src.rules.parse(&ev.text);
+        if p.parse_failed {
+            tel.parse_failures.inc();
+        }
+        if p.ts_failed {
+            tel.timestamp_failures.inc();
+        }
+        ts = p.ts;
+        metadata = p.metadata;
+        if p.label_values.iter().any(Option::is_some) {
+            if !t.label_cache.contains_key(&p.label_values) {
+                let mut set = src.labels.clone();
+                set.push(("filename".into(), t.path.display().to_string()));
+                for (name, v) in src.rules.labels.iter().zip(&p.label_values) {
+                    if let Some(v) = v {
+                        set.retain(|(k, _)| k != name);
+                        set.push((name.clone(), v.clone()));
+                    }
+                }
+                set.sort();
+                if t.label_cache.len() >= LABEL_CACHE {
+                    t.label_cache.clear();
+                }
+                t.label_cache.insert(p.label_values.clone(), Arc::from(loki_labels::format(&set)));
+            }
+            if let Some(l) = t.label_cache.get(&p.label_values) {
+                labels = l;
+            }
+        }
+    }
+    let ts = match ts {
+        Some(ts) => ts,
+        None => {
+            // Read time, strictly increasing per file so equal lines are never deduplicated.
+            let ts = read_ns.max(t.last_ts + 1);
+            t.last_ts = ts;
+            ts
+        }
+    };
+    batch.push(labels, Entry { ts, line: ev.text, metadata });
 }
