@@ -215,3 +215,22 @@ fn readers_pause_while_the_collector_is_down_then_catch_up() {
     let distinct: std::collections::HashSet<&String> = lines.iter().map(|(_, l)| l).collect();
     assert_eq!(distinct.len(), 40_000);
 }
+
+#[test]
+fn more_files_than_descriptors_are_all_read() {
+    let (dir, logs, c) = setup();
+    for i in 0..40 {
+        append(&logs.join(format!("f{i:02}.log")), &format!("first {i}\n"));
+    }
+    let cfg = agent_config(dir.path(), &c.url(), &sources(&logs, "")).replace("[sources]", "[sources]\nmax_open_files = 8");
+    let (_agent, url) = harness::start_agent(dir.path(), &cfg);
+    c.wait_for("{job=\"t\"}", WAIT, |l| l.iter().filter(|(_, l)| l.starts_with("first ")).count() == 40);
+    assert!(metric(&url, "osprey_agent_files_open") <= 8.0);
+    assert!(metric(&url, "osprey_agent_files_open_limit_reached_total") >= 1.0);
+    // Closed idle files are reopened when they grow, and their identity is checked.
+    for i in 0..40 {
+        append(&logs.join(format!("f{i:02}.log")), &format!("second {i}\n"));
+    }
+    let lines = c.wait_for("{job=\"t\"}", WAIT, |l| l.iter().filter(|(_, l)| l.starts_with("second ")).count() == 40);
+    assert_eq!(lines.len(), 80, "each line once");
+}

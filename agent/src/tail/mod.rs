@@ -227,8 +227,14 @@ pub struct Tailer {
     /// that changes (unreadable, gzip, duplicate content, waiting for a descriptor).
     skipped: HashMap<PathBuf, (u64, u64, u64)>,
     warned: HashSet<PathBuf>,
-    /// Records from the last run not matched to a file yet.
-    restored: Vec<Record>,
+    /// Records from the last run not matched to a file yet, by id, and the newest id per
+    /// dev+inode.
+    restored: HashMap<u64, Record>,
+    restored_by_inode: HashMap<(u64, u64), u64>,
+    /// Heads of followed files (during a discovery pass).
+    heads: HashSet<Digest>,
+    /// Matched files wait for a descriptor: discover again as soon as files were read.
+    waiting_for_fd: bool,
     first_start: bool,
     first_pass: bool,
     next_id: u64,
@@ -265,8 +271,13 @@ impl Tailer {
         }
         let globs: Vec<(Vec<String>, Vec<String>)> =
             opts.sources.iter().map(|s| (s.include.clone(), s.exclude.clone())).collect();
-        let mut restored = loaded.records;
-        restored.sort_by_key(|r| std::cmp::Reverse(r.id));
+        let mut records = loaded.records;
+        records.sort_by_key(|r| r.id);
+        let mut restored_by_inode = HashMap::new();
+        for r in &records {
+            restored_by_inode.insert((r.dev, r.ino), r.id);
+        }
+        let restored: HashMap<u64, Record> = records.into_iter().map(|r| (r.id, r)).collect();
         Ok(Tailer {
             discovery: discovery::Discovery::new(&globs)?,
             sources,
@@ -276,6 +287,9 @@ impl Tailer {
             skipped: HashMap::new(),
             warned: HashSet::new(),
             restored,
+            restored_by_inode,
+            heads: HashSet::new(),
+            waiting_for_fd: false,
             first_start: !loaded.existed,
             first_pass: true,
             next_id: loaded.next_id,
@@ -303,7 +317,7 @@ impl Tailer {
                 break;
             }
             let poll_due = last_poll.is_none_or(|t| t.elapsed() >= self.opts.poll_interval);
-            if poll_due || hints.rescan {
+            if poll_due || hints.rescan || self.waiting_for_fd {
                 self.discover();
             }
             if poll_due {
@@ -418,20 +432,38 @@ impl Tailer {
     fn discover(&mut self) {
         let added = self.discovery.refresh();
         self.telemetry.tail.files_watched_dirs.set(self.discovery.dirs() as i64);
+        // New paths first, then matched paths not followed (a new file at a rotated path, a
+        // skipped file that changed, a file that waited for a descriptor).
+        let mut seen: HashSet<PathBuf> = HashSet::new();
         let mut candidates: Vec<(PathBuf, usize)> = Vec::new();
         for p in added {
-            if let Some(src) = self.discovery.matched().get(&p) {
+            if let Some(src) = self.discovery.matched().get(&p)
+                && seen.insert(p.clone())
+            {
                 candidates.push((p, *src));
             }
         }
-        // Matched paths not followed: new files at a rotated path, skipped files that changed.
-        for (p, src) in self.discovery.matched() {
-            if !self.by_path.contains_key(p) && !candidates.iter().any(|(c, _)| c == p) {
-                candidates.push((p.clone(), *src));
-            }
-        }
+        let mut rest: Vec<(PathBuf, usize)> = self
+            .discovery
+            .matched()
+            .iter()
+            .filter(|(p, _)| !self.by_path.contains_key(*p) && !seen.contains(*p))
+            .map(|(p, s)| (p.clone(), *s))
+            .collect();
+        rest.sort();
         candidates.sort();
+        candidates.extend(rest);
+        self.waiting_for_fd = false;
+        if !candidates.is_empty() {
+            // One pass over the followed files: their heads (copies are not followed twice) and
+            // descriptors freed for the newcomers.
+            self.heads = self.files.values().filter(|t| t.head.len > 0).map(|t| t.head).collect();
+            self.free_descriptors(candidates.len());
+        }
         for (path, src) in candidates {
+            if self.waiting_for_fd {
+                break;
+            }
             self.consider(&path, src);
         }
         if self.first_pass {
@@ -439,6 +471,37 @@ impl Tailer {
             self.recover_restored();
         }
         self.telemetry.files_open.set(self.open as i64);
+    }
+
+    /// Closes idle files (least recently active first) so that `wanted` more fit under
+    /// `max_open_files`, in one pass.
+    fn free_descriptors(&mut self, wanted: usize) {
+        let over = (self.open + wanted).saturating_sub(self.opts.max_open_files);
+        if over == 0 {
+            return;
+        }
+        let mut idle: Vec<(Instant, u64)> = self
+            .files
+            .values()
+            .filter(|t| self.evictable(t))
+            .map(|t| (t.last_active, t.id))
+            .collect();
+        idle.sort();
+        for (_, id) in idle.into_iter().take(over) {
+            if let Some(t) = self.files.get_mut(&id) {
+                t.file = None;
+                self.open -= 1;
+            }
+        }
+    }
+
+    fn evictable(&self, t: &Tracked) -> bool {
+        t.file.is_some()
+            && t.rotated_at.is_none()
+            && !t.hot
+            && !t.holds_data()
+            && t.read_offset >= t.size
+            && self.batch.pending_mark(t.id).is_none()
     }
 
     /// Looks at one matched path that is not followed yet.
@@ -458,8 +521,10 @@ impl Tailer {
         }
         self.skipped.remove(path);
         if self.open >= self.opts.max_open_files && !self.evict_one() {
-            // Not remembered as skipped: tried again on every pass until a descriptor frees up.
+            // Not remembered as skipped: tried again as soon as files were read (and so became
+            // idle and closable), until a descriptor frees up.
             self.telemetry.tail.files_open_limit_reached.inc();
+            self.waiting_for_fd = true;
             return;
         }
         let file = match File::open(path) {
@@ -484,8 +549,7 @@ impl Tailer {
         // Where to start, and with which id (decision table in ARCHITECTURE.md).
         let mut start = None;
         let mut id = None;
-        if let Some(i) = self.restored.iter().position(|r| r.dev == meta.dev() && r.ino == meta.ino()) {
-            let r = self.restored.remove(i);
+        if let Some(r) = self.take_restored(meta.dev(), meta.ino()) {
             match identity::classify(&file, size, r.head, r.offset, r.mark) {
                 Verdict::Resume => {
                     start = Some(r.offset);
@@ -499,21 +563,26 @@ impl Tailer {
                         self.telemetry.tail.rewrites.inc();
                     }
                     // Its unread tail may be in a rotated copy next to it.
-                    self.restored.push(r);
+                    self.restored.insert(r.id, r);
                     start = Some(0);
                 }
             }
-        } else if let Some(i) = self.restored.iter().position(|r| {
-            r.head == head && r.head.len > 0 && identity::classify(&file, size, r.head, r.offset, r.mark) == Verdict::Resume
-        }) {
+        } else if let Some(rid) = self.restored.values().find_map(|r| {
+            (r.head == head
+                && r.head.len > 0
+                && identity::classify(&file, size, r.head, r.offset, r.mark) == Verdict::Resume)
+                .then_some(r.id)
+        }) && let Some(r) = self.restored.remove(&rid)
+        {
             // A copy of a file from the last run (copytruncate's rotated file): resume there.
-            let r = self.restored.remove(i);
+            self.restored_by_inode.remove(&(r.dev, r.ino));
             start = Some(r.offset);
             id = Some(r.id);
-        } else if head.len > 0 && self.files.values().any(|t| t.head == head && t.file.is_some()) {
+        } else if head.len > 0 && self.heads.contains(&head) {
             self.skip(path, &meta, "duplicate_content");
             return;
         }
+        self.heads.insert(head);
         let start = start.unwrap_or_else(|| {
             if self.first_pass && self.first_start && self.sources[source].cfg.read_from == ReadFrom::End {
                 size
@@ -598,10 +667,18 @@ impl Tailer {
         self.files.insert(id, t);
     }
 
+    /// The newest record of the last run for this dev+inode, if any.
+    fn take_restored(&mut self, dev: u64, ino: u64) -> Option<Record> {
+        let id = self.restored_by_inode.remove(&(dev, ino))?;
+        self.restored.remove(&id)
+    }
+
     /// After the first discovery pass: files of the last run not found at their path. Their
     /// unread tail is looked for next to the path (renamed or copied by a rotation).
     fn recover_restored(&mut self) {
-        let restored = std::mem::take(&mut self.restored);
+        self.restored_by_inode.clear();
+        let mut restored: Vec<Record> = std::mem::take(&mut self.restored).into_values().collect();
+        restored.sort_by_key(|r| std::cmp::Reverse(r.id));
         for r in restored {
             if self.files.contains_key(&r.id) {
                 continue;
@@ -627,19 +704,7 @@ impl Tailer {
 
     /// Closes the least recently active idle file to free a descriptor.
     fn evict_one(&mut self) -> bool {
-        let victim = self
-            .files
-            .values()
-            .filter(|t| {
-                t.file.is_some()
-                    && t.rotated_at.is_none()
-                    && !t.hot
-                    && !t.holds_data()
-                    && t.read_offset >= t.size
-                    && self.batch.pending_mark(t.id).is_none()
-            })
-            .min_by_key(|t| t.last_active)
-            .map(|t| t.id);
+        let victim = self.files.values().filter(|t| self.evictable(t)).min_by_key(|t| t.last_active).map(|t| t.id);
         match victim.and_then(|id| self.files.get_mut(&id)) {
             Some(t) => {
                 t.file = None;
@@ -733,13 +798,15 @@ impl Tailer {
             if size > t.read_offset {
                 t.hot = true;
             }
-            t.size = size;
             let lag = size.saturating_sub(t.read_offset);
-            self.telemetry
-                .tail
-                .file_lag_bytes
-                .get_or_create(&FileLabels { path: t.path.display().to_string() })
-                .set(lag as i64);
+            if size != t.size || lag != 0 {
+                self.telemetry
+                    .tail
+                    .file_lag_bytes
+                    .get_or_create(&FileLabels { path: t.path.display().to_string() })
+                    .set(lag as i64);
+            }
+            t.size = size;
             // Grow a short head digest as the file grows, so identity gets stronger.
             if (t.head.len as usize) < HEAD_BYTES
                 && size > u64::from(t.head.len)
