@@ -134,7 +134,10 @@ parse = {{ format = "json", labels = ["level"], timestamp_field = "ts", timestam
     let (_agent, url) = harness::start_agent(dir.path(), &agent_config(dir.path(), &c.url(), &sources));
     // The last event of a quiet file is shipped after flush_timeout.
     let lines = c.wait_for("{job=\"java\"}", WAIT, |l| l.len() == 3);
-    assert!(lines[1].1.starts_with("java.lang.IllegalStateException: boom\n\tat a.B.c") && lines[1].1.ends_with("... 1 more"));
+    assert!(
+        lines[1].1.starts_with("java.lang.IllegalStateException: boom\n\tat a.B.c")
+            && lines[1].1.ends_with("... 1 more")
+    );
     assert_eq!(lines[2].1, "2026-11-26 INFO last one");
     let all = c.wait_for("{job=\"json\"}", WAIT, |l| l.len() == 3);
     let errors = c.entries("{job=\"json\", level=\"error\", team=\"core\"}");
@@ -171,7 +174,8 @@ fn unreadable_files_and_disappearing_directories() {
         cmd = Command::new(harness::osprey_bin());
     }
     cmd.arg("agent").arg("--config").arg(dir.path().join("agent.toml"));
-    let (_agent, line) = harness::spawn_until("agent", cmd, "osprey agent listening", &dir.path().join("agent.log"), WAIT);
+    let (_agent, line) =
+        harness::spawn_until("agent", cmd, "osprey agent listening", &dir.path().join("agent.log"), WAIT);
     let url = harness::url_in(&line);
     c.wait_for("{job=\"t\"}", WAIT, |l| l.iter().any(|(_, l)| l == "a1"));
     assert!(metric(&url, "osprey_agent_files_unreadable_total") >= 1.0);
@@ -222,7 +226,8 @@ fn more_files_than_descriptors_are_all_read() {
     for i in 0..40 {
         append(&logs.join(format!("f{i:02}.log")), &format!("first {i}\n"));
     }
-    let cfg = agent_config(dir.path(), &c.url(), &sources(&logs, "")).replace("[sources]", "[sources]\nmax_open_files = 8");
+    let cfg =
+        agent_config(dir.path(), &c.url(), &sources(&logs, "")).replace("[sources]", "[sources]\nmax_open_files = 8");
     let (_agent, url) = harness::start_agent(dir.path(), &cfg);
     c.wait_for("{job=\"t\"}", WAIT, |l| l.iter().filter(|(_, l)| l.starts_with("first ")).count() == 40);
     assert!(metric(&url, "osprey_agent_files_open") <= 8.0);

@@ -65,7 +65,10 @@ fn sigterm_resumes_exactly_and_sigkill_resends_at_most_the_batches_in_flight() {
     println!("duplicates after one SIGKILL: {dups}");
     // Lines acknowledged (and checkpointed) before the kill are not sent again: the duplicates
     // can only come from the lines being shipped at the kill.
-    assert!(count(&lines, "a").1 == 300 && count(&lines, "b").1 == 300, "acknowledged lines before the kill are not resent");
+    assert!(
+        count(&lines, "a").1 == 300 && count(&lines, "b").1 == 300,
+        "acknowledged lines before the kill are not resent"
+    );
 }
 
 #[test]
@@ -95,7 +98,9 @@ fn rotations_while_stopped_are_recovered() {
     let lines = c.wait_for("{job=\"t\"}", WAIT, |l| {
         ["r2", "r3", "c2", "c3"].iter().all(|p| count(l, p).0 >= 100) && count(l, "u2").0 == 300
     });
-    for (p, n) in [("r1", 100), ("r2", 100), ("r3", 100), ("c1", 100), ("c2", 100), ("c3", 300), ("u1", 100), ("u2", 300)] {
+    for (p, n) in
+        [("r1", 100), ("r2", 100), ("r3", 100), ("c1", 100), ("c2", 100), ("c3", 300), ("u1", 100), ("u2", 300)]
+    {
         assert_eq!(count(&lines, p), (n, n), "{p}: every line once");
     }
     assert!(metric(&url, "osprey_agent_rotated_tails_read_total") >= 2.0);
@@ -136,7 +141,8 @@ fn read_from_end_applies_only_to_files_present_at_first_start() {
     append(&logs.join("old.log"), &numbered("old", 0..50));
     let (mut agent, url) = harness::start_agent(dir.path(), &cfg);
     // The agent is following old.log once its directory is watched.
-    harness::eventually(WAIT, || (metric(&url, "osprey_agent_files_open") >= 1.0).then_some(())).expect("file followed");
+    harness::eventually(WAIT, || (metric(&url, "osprey_agent_files_open") >= 1.0).then_some(()))
+        .expect("file followed");
     append(&logs.join("old.log"), &numbered("new", 0..50));
     append(&logs.join("later.log"), &numbered("later", 0..50));
     let lines = c.wait_for("{job=\"t\"}", WAIT, |l| count(l, "new").0 == 50 && count(l, "later").0 == 50);

@@ -124,7 +124,8 @@ fn delete_and_recreate_reusing_the_inode() {
     std::fs::create_dir_all(&logs).unwrap();
     let app = logs.join("app.log");
     append(&app, &numbered("a", 0..100));
-    let (c, _agent, _) = start(dir.path(), &source(&logs, "").replace("rotate_wait = \"2s\"", "rotate_wait = \"200ms\""));
+    let (c, _agent, _) =
+        start(dir.path(), &source(&logs, "").replace("rotate_wait = \"2s\"", "rotate_wait = \"200ms\""));
     c.wait_for("{job=\"t\"}", WAIT, |l| expect_once(l, "a", 100).is_ok());
     let mut reused = false;
     for round in 0..5 {
@@ -157,7 +158,8 @@ fn symlinks_are_followed_once_by_target() {
     let (c, _agent, _) = start(dir.path(), &source(&logs, ""));
     c.wait_for("{job=\"t\"}", WAIT, |l| expect_once(l, "a", 100).is_ok());
     append(&real.join("x.txt"), &numbered("b", 0..100));
-    let lines = c.wait_for("{job=\"t\"}", WAIT, |l| expect_once(l, "a", 100).is_ok() && expect_once(l, "b", 100).is_ok());
+    let lines =
+        c.wait_for("{job=\"t\"}", WAIT, |l| expect_once(l, "a", 100).is_ok() && expect_once(l, "b", 100).is_ok());
     let files: std::collections::HashSet<&String> = lines.iter().map(|(l, _)| &l["filename"]).collect();
     assert_eq!(files.len(), 1, "one stream for one target: {files:?}");
 }

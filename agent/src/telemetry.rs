@@ -135,19 +135,35 @@ impl TailTelemetry {
         };
         let r = registry.sub_registry_with_prefix("osprey_agent");
         r.register("file_bytes_read", "Bytes read per followed file", t.file_bytes_read.clone());
-        r.register("file_lag_bytes", "Bytes of a followed file not read yet (size minus read offset)", t.file_lag_bytes.clone());
+        r.register(
+            "file_lag_bytes",
+            "Bytes of a followed file not read yet (size minus read offset)",
+            t.file_lag_bytes.clone(),
+        );
         r.register(
             "deleted_bytes_held",
             "Bytes of deleted files still held open (until read or rotate_wait passes)",
             t.deleted_bytes_held.clone(),
         );
-        r.register("file_bytes_unread", "Bytes of rotated or deleted files released before they were read", t.bytes_unread.clone());
+        r.register(
+            "file_bytes_unread",
+            "Bytes of rotated or deleted files released before they were read",
+            t.bytes_unread.clone(),
+        );
         r.register("lines_truncated", "Lines (or multiline events) cut to max_line_bytes", t.lines_truncated.clone());
         r.register("lines_invalid_utf8", "Lines with invalid UTF-8, replaced by U+FFFD", t.lines_invalid_utf8.clone());
         r.register("lines_filtered", "Lines dropped by keep_lines / drop_lines", t.lines_filtered.clone());
         r.register("lines_refused", "Lines in batches the receiver refused for good (4xx)", t.lines_refused.clone());
-        r.register("line_parse_failures", "Lines that did not parse as the source's format (shipped unparsed)", t.parse_failures.clone());
-        r.register("timestamp_parse_failures", "Timestamp fields that did not parse (read time used)", t.timestamp_failures.clone());
+        r.register(
+            "line_parse_failures",
+            "Lines that did not parse as the source's format (shipped unparsed)",
+            t.parse_failures.clone(),
+        );
+        r.register(
+            "timestamp_parse_failures",
+            "Timestamp fields that did not parse (read time used)",
+            t.timestamp_failures.clone(),
+        );
         r.register(
             "file_rewrites",
             "Files whose inode was reused or whose content was rewritten (read again from the start)",
@@ -166,7 +182,11 @@ impl TailTelemetry {
         );
         r.register("watched_directories", "Directories watched for matching files", t.files_watched_dirs.clone());
         r.register("checkpoint_writes", "Tail checkpoint store writes (each fsynced)", t.checkpoint_writes.clone());
-        r.register("checkpoint_write_failures", "Tail checkpoint store writes that failed", t.checkpoint_write_failures.clone());
+        r.register(
+            "checkpoint_write_failures",
+            "Tail checkpoint store writes that failed",
+            t.checkpoint_write_failures.clone(),
+        );
         r.register(
             "checkpoint_corruptions",
             "Corrupt tail checkpoint stores found at start (set aside)",

@@ -320,7 +320,16 @@ mod tests {
         let t = telemetry();
         let body = Body { next_id: 7, records: vec![rec(5)] };
         let good = encode(&body);
-        for bad in [good[..good.len() - 3].to_vec(), { let mut b = good.clone(); b[30] ^= 1; b }, b"garbage".to_vec(), vec![0u8; 4096]] {
+        for bad in [
+            good[..good.len() - 3].to_vec(),
+            {
+                let mut b = good.clone();
+                b[30] ^= 1;
+                b
+            },
+            b"garbage".to_vec(),
+            vec![0u8; 4096],
+        ] {
             std::fs::write(dir.path().join(FILE), &bad).unwrap();
             let l = load(dir.path(), &t);
             assert!(!l.existed && l.records.is_empty());

@@ -175,7 +175,10 @@ impl Discovery {
         }
         let structural = matches!(
             ev.kind,
-            EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_)) | EventKind::Any
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                | EventKind::Any
         );
         for p in ev.paths {
             if structural {
@@ -281,13 +284,13 @@ impl Discovery {
                 if depth != Some(0) {
                     subdirs.push(p);
                 }
-            } else if ft.is_file() || ft.is_symlink() {
-                if let Some(src) = self.source_of(&p) {
-                    if ft.is_symlink() && !std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
-                        continue;
-                    }
-                    files.push((p, src));
+            } else if (ft.is_file() || ft.is_symlink())
+                && let Some(src) = self.source_of(&p)
+            {
+                if ft.is_symlink() && !std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+                    continue;
                 }
+                files.push((p, src));
             }
         }
         let old: HashSet<PathBuf> = self.dirs.get(path).map(|d| d.files.iter().cloned().collect()).unwrap_or_default();
@@ -304,13 +307,13 @@ impl Discovery {
             // File times come from a coarse clock: an entry added in the same tick as this
             // listing but after it would leave the mtime unchanged. A directory changed in the
             // last two seconds is therefore listed again on the next poll.
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
             d.mtime = if now - m.mtime() < 2 { (0, 0) } else { mtime(&m) };
             d.files = new.into_iter().collect();
         }
         let child_depth = depth.map(|d| d.saturating_sub(1));
-        let known: Vec<PathBuf> =
-            self.dirs.keys().filter(|p| p.parent() == Some(path)).cloned().collect();
+        let known: Vec<PathBuf> = self.dirs.keys().filter(|p| p.parent() == Some(path)).cloned().collect();
         for k in known {
             if !subdirs.contains(&k) {
                 self.remove_dir(&k);

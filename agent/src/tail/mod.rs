@@ -44,6 +44,9 @@ const READ_CHUNK: usize = 256 << 10;
 const READ_BUDGET: usize = 4 << 20;
 /// Longest the thread sleeps without looking at the stop flag.
 const MAX_WAIT: Duration = Duration::from_millis(250);
+/// Polls without change after which a file is only looked at every `QUIET_EVERY` polls.
+const QUIET_POLLS: u32 = 10;
+const QUIET_EVERY: u64 = 8;
 /// Distinct extracted label sets remembered per file before the cache is cleared.
 const LABEL_CACHE: usize = 256;
 
@@ -122,13 +125,7 @@ pub fn start(
         .name("osprey-tail".into())
         .spawn(move || tailer.run(tx, shutdown, abort_rx, handle))
         .context("cannot start the tailer thread")?;
-    Ok(LogPipeline {
-        abort,
-        tailer: Some(tailer),
-        sink: Some(sink),
-        checkpointer: Some(checkpointer),
-        _lock: lock,
-    })
+    Ok(LogPipeline { abort, tailer: Some(tailer), sink: Some(sink), checkpointer: Some(checkpointer), _lock: lock })
 }
 
 impl LogPipeline {
@@ -196,6 +193,8 @@ struct Tracked {
     hot: bool,
     last_active: Instant,
     last_ts: i64,
+    /// Polls in a row that found its size unchanged.
+    quiet_polls: u32,
 }
 
 impl Tracked {
@@ -235,6 +234,9 @@ pub struct Tailer {
     heads: HashSet<Digest>,
     /// Matched files wait for a descriptor: discover again as soon as files were read.
     waiting_for_fd: bool,
+    polls: u64,
+    /// inotify reported a structural change: look at every file on the next poll.
+    full_poll: bool,
     first_start: bool,
     first_pass: bool,
     next_id: u64,
@@ -290,6 +292,8 @@ impl Tailer {
             restored_by_inode,
             heads: HashSet::new(),
             waiting_for_fd: false,
+            polls: 0,
+            full_poll: true,
             first_start: !loaded.existed,
             first_pass: true,
             next_id: loaded.next_id,
@@ -320,6 +324,7 @@ impl Tailer {
             if poll_due || hints.rescan || self.waiting_for_fd {
                 self.discover();
             }
+            self.full_poll |= hints.rescan;
             if poll_due {
                 self.poll();
                 last_poll = Some(Instant::now());
@@ -480,12 +485,8 @@ impl Tailer {
         if over == 0 {
             return;
         }
-        let mut idle: Vec<(Instant, u64)> = self
-            .files
-            .values()
-            .filter(|t| self.evictable(t))
-            .map(|t| (t.last_active, t.id))
-            .collect();
+        let mut idle: Vec<(Instant, u64)> =
+            self.files.values().filter(|t| self.evictable(t)).map(|t| (t.last_active, t.id)).collect();
         idle.sort();
         for (_, id) in idle.into_iter().take(over) {
             if let Some(t) = self.files.get_mut(&id) {
@@ -657,6 +658,7 @@ impl Tailer {
             hot: meta.len() > start,
             last_active: Instant::now(),
             last_ts: 0,
+            quiet_polls: 0,
         };
         self.open += 1;
         self.by_inode.insert((t.dev, t.ino), id);
@@ -735,18 +737,32 @@ impl Tailer {
     // ---- polling ----------------------------------------------------------------------------
 
     /// The once-per-`poll_interval` look at every followed file.
+    ///
+    /// A file unchanged for `QUIET_POLLS` polls is looked at only every `QUIET_EVERY`th poll,
+    /// unless inotify reported something in the directories (then every file is looked at):
+    /// with thousands of idle files this is most of the agent's idle cost.
     fn poll(&mut self) {
         let now = Instant::now();
-        let ids: Vec<u64> = self.files.keys().copied().collect();
+        self.polls += 1;
+        let full = std::mem::take(&mut self.full_poll) || self.polls % QUIET_EVERY == 0;
+        let ids: Vec<u64> = self
+            .files
+            .values()
+            .filter(|t| full || t.quiet_polls < QUIET_POLLS || t.hot || t.rotated_at.is_some())
+            .map(|t| t.id)
+            .collect();
         let mut deleted_held = 0u64;
         for id in ids {
             let Some(t) = self.files.get_mut(&id) else { continue };
+            let mut path_meta = None;
             // Has its path stopped naming it?
             if t.rotated_at.is_none() {
-                let moved = match std::fs::metadata(&t.path) {
+                let m = std::fs::metadata(&t.path);
+                let moved = match &m {
                     Ok(m) => m.dev() != t.dev || m.ino() != t.ino,
                     Err(_) => true,
                 };
+                path_meta = m.ok();
                 if moved {
                     if t.file.is_none() {
                         // Closed when it moved: find it again next to its path.
@@ -766,10 +782,15 @@ impl Tailer {
             let Some(t) = self.files.get_mut(&id) else { continue };
             let meta = match &t.file {
                 Some(f) => f.metadata().ok(),
-                None => std::fs::metadata(&t.path).ok(),
+                None => path_meta,
             };
             let Some(meta) = meta else { continue };
             let size = meta.len();
+            if size == t.size {
+                t.quiet_polls = t.quiet_polls.saturating_add(1);
+            } else {
+                t.quiet_polls = 0;
+            }
             if t.rotated_at.is_some() && meta.nlink() == 0 {
                 deleted_held += size;
             }
@@ -930,7 +951,9 @@ impl Tailer {
                 telemetry.tail.lines_invalid_utf8.inc();
             }
             match (&src.multiline, t.joiner.as_mut()) {
-                (Some(rule), Some(j)) => j.push(rule, text, line.end, line.truncated, Instant::now(), |e| events.push(e)),
+                (Some(rule), Some(j)) => {
+                    j.push(rule, text, line.end, line.truncated, Instant::now(), |e| events.push(e))
+                }
                 _ => events.push(multiline::Event { text, end: line.end, truncated: line.truncated }),
             }
         };
@@ -1054,6 +1077,7 @@ impl Tailer {
             t.hot = hit_budget;
             if total > 0 {
                 t.last_active = Instant::now();
+                t.quiet_polls = 0;
                 t.size = size.unwrap_or(0).max(t.read_offset);
                 self.telemetry
                     .tail

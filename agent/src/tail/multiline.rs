@@ -101,7 +101,15 @@ impl Joiner {
     }
 
     /// Adds one line; hands completed events (oldest first) to `out`.
-    pub fn push(&mut self, rule: &Rule, line: String, end: u64, truncated: bool, now: Instant, mut out: impl FnMut(Event)) {
+    pub fn push(
+        &mut self,
+        rule: &Rule,
+        line: String,
+        end: u64,
+        truncated: bool,
+        now: Instant,
+        mut out: impl FnMut(Event),
+    ) {
         self.last_line_at = now;
         if self.lines > 0
             && !rule.continues(&line)
@@ -218,7 +226,13 @@ mod tests {
                 "INFO:root:next",
             ],
         );
-        assert_eq!(out, vec!["ERROR:root:failed\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    foo()\nValueError: bad value", "INFO:root:next"]);
+        assert_eq!(
+            out,
+            vec![
+                "ERROR:root:failed\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    foo()\nValueError: bad value",
+                "INFO:root:next"
+            ]
+        );
     }
 
     #[test]

@@ -241,7 +241,11 @@ fn epoch(s: &str, unit_ns: i128) -> Option<i128> {
         None => (false, s),
     };
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() || int.len() > 20 || !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit()) {
+    if int.is_empty()
+        || int.len() > 20
+        || !int.bytes().all(|c| c.is_ascii_digit())
+        || !frac.bytes().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     let mut ns = int.parse::<i128>().ok()?.checked_mul(unit_ns)?;
@@ -331,7 +335,10 @@ mod tests {
         assert_eq!(parse_timestamp("17641440002500001", TimestampFormat::UnixNs), Some(17_641_440_002_500_001));
         assert_eq!(parse_timestamp("x1", TimestampFormat::Unix), None);
         assert_eq!(parse_timestamp("99999999999999999999", TimestampFormat::Unix), None);
-        assert_eq!(parse_timestamp("2026-11-26 08:00:00+00:00", TimestampFormat::Rfc3339), Some(1_795_680_000_000_000_000));
+        assert_eq!(
+            parse_timestamp("2026-11-26 08:00:00+00:00", TimestampFormat::Rfc3339),
+            Some(1_795_680_000_000_000_000)
+        );
     }
 
     proptest! {

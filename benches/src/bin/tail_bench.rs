@@ -38,7 +38,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -73,7 +74,9 @@ fn start(role: &str, config: &Path) -> (Proc, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::from(std::fs::File::create(config.with_extension("log")).expect("log file")))
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release -p osprey)", osprey_bin().display()));
+        .unwrap_or_else(|e| {
+            panic!("cannot start {}: {e} (build it: cargo build --release -p osprey)", osprey_bin().display())
+        });
     let out = child.stdout.take().expect("stdout");
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("announce line");
@@ -126,7 +129,8 @@ fn generate(dir: &Path, total: u64) -> (u64, u64) {
     if !marker.exists() {
         let lines = loghub_lines();
         for i in 0..10 {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("app{i}.log"))).expect("create"));
+            let mut f =
+                std::io::BufWriter::new(std::fs::File::create(dir.join(format!("app{i}.log"))).expect("create"));
             let mut n = 0u64;
             let first = format!("osprey tail bench file {i} of 10, generated for a distinct first line\n");
             f.write_all(first.as_bytes()).expect("write");
@@ -174,7 +178,10 @@ fn throughput(to: &str, total: u64) {
             let cfg = run.join("collector.toml");
             std::fs::write(
                 &cfg,
-                format!("data_dir = {:?}\n\n[server]\nlisten = \"127.0.0.1:0\"\n", run.join("collector-data").display().to_string()),
+                format!(
+                    "data_dir = {:?}\n\n[server]\nlisten = \"127.0.0.1:0\"\n",
+                    run.join("collector-data").display().to_string()
+                ),
             )
             .expect("collector config");
             let (p, url) = start("collector", &cfg);
@@ -234,7 +241,10 @@ fn idle() {
     std::thread::sleep(Duration::from_secs(20));
     let c1 = cpu_seconds(pid);
     let (rss, peak) = rss_mib(pid);
-    println!("idle (10 files followed, 20 s): RSS {rss:.1} MiB (peak {peak:.1}), CPU {:.3} % of a core", (c1 - c0) / 20.0 * 100.0);
+    println!(
+        "idle (10 files followed, 20 s): RSS {rss:.1} MiB (peak {peak:.1}), CPU {:.3} % of a core",
+        (c1 - c0) / 20.0 * 100.0
+    );
 }
 
 fn rate() {
@@ -300,7 +310,11 @@ fn files() {
         std::thread::sleep(Duration::from_millis(200));
         assert!(t0.elapsed() < Duration::from_secs(120), "10,000 files not read within 2 minutes");
     }
-    println!("files: 10,000 files discovered and read in {:.1} s (agent CPU {:.2} s)", t0.elapsed().as_secs_f64(), cpu_seconds(pid));
+    println!(
+        "files: 10,000 files discovered and read in {:.1} s (agent CPU {:.2} s)",
+        t0.elapsed().as_secs_f64(),
+        cpu_seconds(pid)
+    );
     std::thread::sleep(Duration::from_secs(2));
     let c0 = cpu_seconds(pid);
     std::thread::sleep(Duration::from_secs(10));
@@ -349,7 +363,9 @@ fn main() {
         "rate" => rate(),
         "files" => files(),
         _ => {
-            eprintln!("usage: tail_bench throughput [--to receiver|collector] [--mib N] | idle | rate | files | receiver");
+            eprintln!(
+                "usage: tail_bench throughput [--to receiver|collector] [--mib N] | idle | rate | files | receiver"
+            );
             std::process::exit(2);
         }
     }
