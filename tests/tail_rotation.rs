@@ -180,3 +180,35 @@ fn gzip_rotations_are_not_read() {
     assert_eq!(lines.len(), 10, "nothing from the gzip file: {lines:?}");
     assert_eq!(metric(&agent_url, "osprey_agent_files_skipped_total"), 1.0);
 }
+
+#[test]
+fn deleted_files_are_released_after_rotate_wait_and_unread_bytes_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut c = Collector::start(&dir.path().join("collector"));
+    let cfg = agent_config(dir.path(), &c.url(), &source(&logs, ""))
+        .replace("batch_max_bytes = 65536", "batch_max_bytes = 8192")
+        .replace("[host_metrics]", "[pipeline]\nlog_channel_batches = 1\n\n[host_metrics]");
+    let (agent, url) = harness::start_agent(dir.path(), &cfg);
+    // The collector is down: the agent reads a little, then waits, holding the file open.
+    c.down();
+    let big = logs.join("big.log");
+    append(&big, &numbered("a", 0..20_000));
+    harness::eventually(WAIT, || (metric(&url, "osprey_agent_file_lag_bytes") > 0.0).then_some(())).expect("followed");
+    std::fs::remove_file(&big).unwrap();
+    harness::eventually(WAIT, || (metric(&url, "osprey_agent_deleted_bytes_held") > 1_000_000.0).then_some(()))
+        .expect("the deleted file's bytes are reported as held");
+    // rotate_wait (2 s) later the descriptor is closed and what was never read is counted.
+    harness::eventually(WAIT, || (metric(&url, "osprey_agent_file_bytes_unread_total") > 0.0).then_some(()))
+        .expect("unread bytes counted");
+    assert_eq!(metric(&url, "osprey_agent_deleted_bytes_held"), 0.0);
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(!fds.iter().any(|p| p.contains("big.log")), "descriptor released: {fds:?}");
+    c.up();
+}

@@ -195,6 +195,8 @@ struct Tracked {
     last_ts: i64,
     /// Polls in a row that found its size unchanged.
     quiet_polls: u32,
+    /// Its size when it is deleted but still open (disk space it holds), else 0.
+    deleted_size: u64,
 }
 
 impl Tracked {
@@ -659,6 +661,7 @@ impl Tailer {
             last_active: Instant::now(),
             last_ts: 0,
             quiet_polls: 0,
+            deleted_size: 0,
         };
         self.open += 1;
         self.by_inode.insert((t.dev, t.ino), id);
@@ -751,7 +754,6 @@ impl Tailer {
             .filter(|t| full || t.quiet_polls < QUIET_POLLS || t.hot || t.rotated_at.is_some())
             .map(|t| t.id)
             .collect();
-        let mut deleted_held = 0u64;
         for id in ids {
             let Some(t) = self.files.get_mut(&id) else { continue };
             let mut path_meta = None;
@@ -791,9 +793,7 @@ impl Tailer {
             } else {
                 t.quiet_polls = 0;
             }
-            if t.rotated_at.is_some() && meta.nlink() == 0 {
-                deleted_held += size;
-            }
+            t.deleted_size = if t.rotated_at.is_some() && meta.nlink() == 0 { size } else { 0 };
             if size < t.read_offset {
                 self.rebase(id, Verdict::Truncated);
                 continue;
@@ -844,7 +844,8 @@ impl Tailer {
                 self.release(id);
             }
         }
-        self.telemetry.tail.deleted_bytes_held.set(deleted_held as i64);
+        let held: u64 = self.files.values().map(|t| t.deleted_size).sum();
+        self.telemetry.tail.deleted_bytes_held.set(held as i64);
     }
 
     /// A closed file whose path now names another file (or none): look for it next to the path.
