@@ -49,27 +49,48 @@ impl Collector {
         self.entries(selector).into_iter().map(|(l, _, line)| (l, line)).collect()
     }
 
-    /// Every entry: (labels, timestamp ns, line), oldest first.
+    /// Every entry: (labels, timestamp ns, line), oldest first. Fetched in pages of 20,000 by
+    /// time (an answer is a few MB at most: the harness's HTTP client caps bodies at 10 MB).
     pub fn entries(&self, selector: &str) -> Vec<(HashMap<String, String>, i64, String)> {
-        let url = format!(
-            "{}/loki/api/v1/query_range?query={}&start=0&limit=2000000&direction=forward",
-            self.url(),
-            encode(selector)
-        );
-        let (status, body) = harness::get(&url);
-        assert_eq!(status, 200, "query {selector}: {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("query answer is JSON");
+        const PAGE: usize = 20_000;
         let mut out = Vec::new();
-        for s in v["data"]["result"].as_array().cloned().unwrap_or_default() {
-            let labels: HashMap<String, String> = s["stream"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
-                .unwrap_or_default();
-            for e in s["values"].as_array().cloned().unwrap_or_default() {
-                let ts = e[0].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
-                out.push((labels.clone(), ts, e[1].as_str().unwrap_or("").to_string()));
+        let mut seen: std::collections::HashSet<(String, i64, String)> = std::collections::HashSet::new();
+        let mut start: i64 = 0;
+        loop {
+            let url = format!(
+                "{}/loki/api/v1/query_range?query={}&start={start}&limit={PAGE}&direction=forward",
+                self.url(),
+                encode(selector)
+            );
+            let (status, body) = harness::get(&url);
+            assert_eq!(status, 200, "query {selector}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("query answer is JSON");
+            let mut page = Vec::new();
+            for s in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+                let labels: HashMap<String, String> = s["stream"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                    .unwrap_or_default();
+                for e in s["values"].as_array().cloned().unwrap_or_default() {
+                    let ts: i64 = e[0].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+                    page.push((labels.clone(), ts, e[1].as_str().unwrap_or("").to_string()));
+                }
+            }
+            let full = page.len() >= PAGE;
+            let mut new = 0;
+            for (labels, ts, line) in page {
+                let key = (labels.get("filename").cloned().unwrap_or_default(), ts, line.clone());
+                if seen.insert(key) {
+                    start = start.max(ts);
+                    out.push((labels, ts, line));
+                    new += 1;
+                }
+            }
+            if !full || new == 0 {
+                break;
             }
         }
+        out.sort_by_key(|(_, ts, _)| *ts);
         out
     }
 
