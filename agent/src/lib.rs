@@ -99,6 +99,7 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
     let logs = tail::start(
         tail::TailOptions::from_config(&cfg, &host),
         cfg.pipeline.log_channel_batches,
+        cfg.pipeline.log_requests_in_flight,
         loki,
         shutdown.clone(),
         telemetry.clone(),

@@ -1,40 +1,99 @@
 //! Loki push sink: protobuf + snappy to `/loki/api/v1/push` of the collector or any Loki.
 //!
-//! Batches are sent one at a time, in the order they arrive, so their receipts finish in order:
-//! that is what lets a file's checkpoint move only past lines the receiver has stored.
+//! Up to `max_in_flight` batches are encoded, compressed and sent at once (each on its own task,
+//! so compression uses every core and a receiver that fsyncs per request is not waited for one
+//! request at a time), but their receipts are finished strictly in the order the batches
+//! arrived: that is what lets a file's checkpoint move only past lines the receiver has stored,
+//! whatever order the answers come back in.
 
 use super::http::{Delivery, HttpSender};
-use crate::pipeline::{LogBatch, Outcome};
+use crate::pipeline::{LogBatch, Outcome, Receipt};
 use bytes::Bytes;
 use osprey_protocol::logproto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinHandle};
 
-/// Sends batches from `rx` in order until the channel closes (the source stopped and everything
-/// queued was sent) or `abort` turns true (a retry in progress is then abandoned, unacknowledged).
-pub async fn run(sender: HttpSender, mut rx: mpsc::Receiver<LogBatch>, mut abort: watch::Receiver<bool>) {
-    let mut raw = Vec::new();
-    let mut compressed = Vec::new();
-    let mut encoder = snap::raw::Encoder::new();
-    let mut scratch = Vec::new();
-    while let Some(mut batch) = rx.recv().await {
-        let receipt = std::mem::take(&mut batch.receipt);
-        if batch.is_empty() {
-            // Only positions (every line was filtered out): nothing to send, safe to move on.
-            receipt.finish(Outcome::Delivered);
-            continue;
-        }
-        encode_push_request(&batch, &mut raw, &mut scratch);
-        drop(batch);
-        osprey_protocol::snappy::compress_into(&mut encoder, &raw, &mut compressed);
-        match sender.send(Bytes::copy_from_slice(&compressed), &mut abort).await {
-            Delivery::Delivered => receipt.finish(Outcome::Delivered),
-            Delivery::Refused(_) => receipt.finish(Outcome::Refused),
-            Delivery::Interrupted => break,
-        }
-        // Keep the buffers' capacity, but not a one-off giant's.
-        if raw.capacity() > 64 << 20 {
-            raw = Vec::new();
-            compressed = Vec::new();
+/// Encoding buffers, reused from batch to batch.
+#[derive(Default)]
+struct Buffers {
+    raw: Vec<u8>,
+    compressed: Vec<u8>,
+    scratch: Vec<usize>,
+}
+
+type InFlight = VecDeque<(JoinHandle<(Delivery, Buffers)>, Receipt)>;
+
+/// The oldest request's outcome (pending forever when none is in flight).
+async fn oldest(q: &mut InFlight) -> Result<(Delivery, Buffers), JoinError> {
+    match q.front_mut() {
+        Some((h, _)) => h.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends batches from `rx` until the channel closes (the source stopped and everything queued
+/// was sent) or `abort` turns true (retries in progress are then abandoned, unacknowledged).
+pub async fn run(
+    sender: HttpSender,
+    mut rx: mpsc::Receiver<LogBatch>,
+    abort: watch::Receiver<bool>,
+    max_in_flight: usize,
+) {
+    let sender = Arc::new(sender);
+    let max_in_flight = max_in_flight.max(1);
+    let mut pool: Vec<Buffers> = Vec::new();
+    let mut in_flight: InFlight = VecDeque::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            biased;
+            done = oldest(&mut in_flight) => {
+                let Some((_, receipt)) = in_flight.pop_front() else { continue };
+                let Ok((delivery, mut buffers)) = done else {
+                    tracing::error!("a log send task failed; stopping the sink (the lines are read again after a restart)");
+                    break;
+                };
+                // Keep the buffers' capacity, but not a one-off giant's.
+                if buffers.raw.capacity() > 64 << 20 {
+                    buffers = Buffers::default();
+                }
+                pool.push(buffers);
+                match delivery {
+                    Delivery::Delivered => receipt.finish(Outcome::Delivered),
+                    Delivery::Refused(_) => receipt.finish(Outcome::Refused),
+                    Delivery::Interrupted => break,
+                }
+            }
+            batch = rx.recv(), if open && in_flight.len() < max_in_flight => {
+                let Some(mut batch) = batch else {
+                    open = false;
+                    continue;
+                };
+                let receipt = std::mem::take(&mut batch.receipt);
+                if batch.is_empty() && in_flight.is_empty() {
+                    // Only positions (every line was filtered out): nothing to send.
+                    receipt.finish(Outcome::Delivered);
+                    continue;
+                }
+                let mut buffers = pool.pop().unwrap_or_default();
+                let sender = sender.clone();
+                let mut abort = abort.clone();
+                let task = tokio::spawn(async move {
+                    if batch.is_empty() {
+                        // Finishes after the batches before it, like any other.
+                        return (Delivery::Delivered, buffers);
+                    }
+                    encode_push_request(&batch, &mut buffers.raw, &mut buffers.scratch);
+                    drop(batch);
+                    let mut encoder = snap::raw::Encoder::new();
+                    osprey_protocol::snappy::compress_into(&mut encoder, &buffers.raw, &mut buffers.compressed);
+                    let body = Bytes::copy_from_slice(&buffers.compressed);
+                    (sender.send(body, &mut abort).await, buffers)
+                });
+                in_flight.push_back((task, receipt));
+            }
         }
     }
 }

@@ -93,6 +93,7 @@ pub struct LogPipeline {
 pub fn start(
     opts: TailOptions,
     channel_batches: usize,
+    max_in_flight: usize,
     sender: HttpSender,
     shutdown: watch::Receiver<bool>,
     telemetry: Telemetry,
@@ -118,7 +119,7 @@ pub fn start(
         .context("cannot start the checkpoint thread")?;
     let (abort, abort_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(channel_batches.max(1));
-    let sink = tokio::spawn(crate::sink::loki::run(sender, rx, abort_rx.clone()));
+    let sink = tokio::spawn(crate::sink::loki::run(sender, rx, abort_rx.clone(), max_in_flight));
     let tailer = Tailer::new(opts, telemetry, loaded, ack_tx)?;
     let handle = tokio::runtime::Handle::current();
     let tailer = std::thread::Builder::new()
