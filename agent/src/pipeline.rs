@@ -6,7 +6,8 @@
 //!
 //! A log batch carries a [`Receipt`]: the sink finishes it once the receiver has answered for
 //! good (delivered, or refused as bad data), and the source learns which of its positions are now
-//! safe to checkpoint. Sinks send one batch at a time, in order, so receipts finish in order.
+//! safe to checkpoint. Sinks finish receipts in the order the batches arrived (even when several
+//! requests are out at once), so positions only ever move forward past stored lines.
 
 use osprey_protocol::prompb::TimeSeries;
 use std::sync::Arc;
