@@ -235,6 +235,106 @@ mod tests {
         proptest::collection::vec(stream, 0..4).prop_map(|streams| LogBatch { streams, ..LogBatch::default() })
     }
 
+    /// Reads one HTTP/1.1 request with a Content-Length body from `conn`.
+    async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<()> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < end + 4 + len {
+                    let n = conn.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                return Some(());
+            }
+        }
+    }
+
+    /// Answers come back out of order (the second request first); receipts still finish in
+    /// the order the batches were handed to the sink.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn receipts_finish_in_order_when_answers_do_not() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let second_answered = Arc::new(tokio::sync::Notify::new());
+        let answered = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (n2, a2) = (second_answered.clone(), answered.clone());
+        tokio::spawn(async move {
+            let mut k = 0;
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                k += 1;
+                let (n, a, me) = (n2.clone(), a2.clone(), k);
+                tokio::spawn(async move {
+                    while read_request(&mut conn).await.is_some() {
+                        if me == 1 {
+                            // Hold the first request until the second was answered.
+                            n.notified().await;
+                        }
+                        a.lock().unwrap().push(me);
+                        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").await;
+                        if me == 2 {
+                            n.notify_one();
+                        }
+                    }
+                });
+            }
+        });
+        let telemetry = crate::telemetry::Telemetry::new(&mut prometheus_client::registry::Registry::default());
+        let sender = HttpSender::new(
+            "loki",
+            super::super::http::SenderOptions {
+                url: format!("http://{addr}/loki/api/v1/push"),
+                headers: vec![],
+                tenant: String::new(),
+                bearer_token: None,
+                timeout: std::time::Duration::from_secs(10),
+                initial_backoff: std::time::Duration::from_millis(10),
+                max_backoff: std::time::Duration::from_millis(100),
+            },
+            telemetry,
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let (_abort_tx, abort) = watch::channel(false);
+        let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for i in 1..=2u32 {
+            let f = finished.clone();
+            let batch = LogBatch {
+                streams: vec![StreamLines {
+                    labels: "{job=\"t\"}".into(),
+                    entries: vec![Entry { ts: 1, line: format!("line {i}"), metadata: vec![] }],
+                }],
+                bytes: 6,
+                lines: 1,
+                receipt: Receipt::new(move |o| f.lock().unwrap().push((i, o))),
+            };
+            tx.send(batch).await.unwrap();
+        }
+        drop(tx);
+        tokio::time::timeout(std::time::Duration::from_secs(60), run(sender, rx, abort, 4))
+            .await
+            .expect("both batches were sent concurrently");
+        assert_eq!(*answered.lock().unwrap(), vec![2, 1], "the receiver answered out of order");
+        assert_eq!(*finished.lock().unwrap(), vec![(1, Outcome::Delivered), (2, Outcome::Delivered)]);
+    }
+
     proptest! {
         /// Byte for byte what prost encodes, so the receiver sees the standard message.
         #[test]
