@@ -1,6 +1,7 @@
 //! `osprey`: one binary for the agent, the collector, and the tools around them.
 
 mod query;
+mod systemd;
 mod up;
 
 use anyhow::Context;
@@ -113,7 +114,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let agent = osprey_agent::start(cfg).await?;
                 announce("agent", agent.addr);
+                systemd::started("agent");
                 wait_for_signal().await;
+                systemd::stopping();
                 agent.shutdown(Duration::from_secs(10)).await;
                 Ok(ExitCode::SUCCESS)
             })
@@ -124,7 +127,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let collector = osprey_collector::start(cfg).await?;
                 announce("collector", collector.addr);
+                systemd::started("collector");
                 wait_for_signal().await;
+                systemd::stopping();
                 collector.shutdown().await?;
                 Ok(ExitCode::SUCCESS)
             })

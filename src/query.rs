@@ -1,18 +1,24 @@
 //! `osprey query`: LogQL from the command line against a collector (or any Loki).
+//!
+//! Log queries go to `/loki/api/v1/query_range` and print lines (oldest or newest first);
+//! metric queries print their series. `--tail` follows new lines through the `/tail`
+//! websocket, as logcli does.
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The LogQL query, e.g. '{filename=~".*syslog"} |= "error"'.
+    /// The LogQL query, e.g. '{filename=~".*syslog"} |= "error"' or
+    /// 'sum by (level) (count_over_time({job="app"} | logfmt [5m]))'.
     query: String,
     /// Base URL of the collector.
     #[arg(long, default_value = "http://127.0.0.1:3100", env = "OSPREY_ADDR")]
@@ -20,18 +26,24 @@ pub struct QueryArgs {
     /// How far back to look (e.g. 15m, 1h, 7d).
     #[arg(long, default_value = "1h")]
     since: String,
-    /// Start of the range (RFC 3339 or Unix time); overrides --since.
+    /// Start of the range (RFC 3339, or Unix seconds or nanoseconds); overrides --since.
     #[arg(long)]
     from: Option<String>,
-    /// End of the range (RFC 3339 or Unix time); default now.
+    /// End of the range (RFC 3339, or Unix seconds or nanoseconds); default now.
     #[arg(long)]
     to: Option<String>,
-    /// Most lines to return.
+    /// Most lines to return (log queries).
     #[arg(long, default_value_t = 100)]
     limit: usize,
     /// Oldest first instead of newest first.
     #[arg(long)]
     forward: bool,
+    /// Resolution of metric queries (e.g. 30s, 5m); default range/250.
+    #[arg(long)]
+    step: Option<String>,
+    /// Follow: print new lines as they arrive (log queries; Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    tail: bool,
     /// Tenant (X-Scope-OrgID).
     #[arg(long, env = "OSPREY_ORG_ID")]
     org_id: Option<String>,
@@ -39,15 +51,24 @@ pub struct QueryArgs {
     output: Output,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
-    /// The line text only.
+    /// The line text only (metric queries: one `labels time value` row per point).
     Raw,
-    /// One JSON object per line: timestamp, labels, line.
+    /// One JSON object per line: timestamp, labels, line (metric queries: one per series).
     Jsonl,
+    /// Time, the labels that differ between streams, and the line; common labels first.
+    Table,
+}
+
+fn query_string(params: &[(&str, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str()))).finish()
 }
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    if args.tail {
+        return tail(&args).await;
+    }
     let mut params: Vec<(&str, String)> = vec![
         ("query", args.query.clone()),
         ("limit", args.limit.to_string()),
@@ -60,10 +81,10 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = &args.to {
         params.push(("end", t.clone()));
     }
-    let qs = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
-        .finish();
-    let url = format!("{}/loki/api/v1/query_range?{qs}", args.addr.trim_end_matches('/'));
+    if let Some(s) = &args.step {
+        params.push(("step", s.clone()));
+    }
+    let url = format!("{}/loki/api/v1/query_range?{}", args.addr.trim_end_matches('/'), query_string(&params));
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = http::Request::get(&url);
     if let Some(org) = &args.org_id {
@@ -78,27 +99,150 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let v: Value = serde_json::from_slice(&body).context("the collector's answer is not JSON")?;
-    let mut rows: Vec<(i64, &serde_json::Map<String, Value>, &str)> = Vec::new();
-    for stream in v["data"]["result"].as_array().into_iter().flatten() {
+    let mut out = std::io::stdout().lock();
+    match v["data"]["resultType"].as_str() {
+        Some("streams") => print_streams(&mut out, &v["data"]["result"], args.forward, args.output)?,
+        Some("matrix") => print_matrix(&mut out, &v["data"]["result"], args.output)?,
+        other => anyhow::bail!("unexpected resultType {other:?} in the collector's answer"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `(ts, labels, line)` of every entry in a `streams` result.
+fn entries(result: &Value) -> Vec<(i64, &Map<String, Value>, &str)> {
+    let mut rows = Vec::new();
+    for stream in result.as_array().into_iter().flatten() {
         let Some(labels) = stream["stream"].as_object() else { continue };
         for value in stream["values"].as_array().into_iter().flatten() {
             let ts = value[0].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
             rows.push((ts, labels, value[1].as_str().unwrap_or("")));
         }
     }
-    if args.forward {
+    rows
+}
+
+fn format_labels<'a>(labels: impl Iterator<Item = (&'a String, &'a Value)>) -> String {
+    let parts: Vec<String> =
+        labels.map(|(k, v)| format!("{k}={}", Value::String(v.as_str().unwrap_or("").into()))).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn rfc3339(ts_ns: i64) -> String {
+    jiff::Timestamp::from_nanosecond(ts_ns as i128).map_or_else(|_| ts_ns.to_string(), |t| format!("{t:.9}"))
+}
+
+fn print_streams(out: &mut impl Write, result: &Value, forward: bool, output: Output) -> anyhow::Result<()> {
+    let mut rows = entries(result);
+    if forward {
         rows.sort_by_key(|r| r.0);
     } else {
         rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     }
-    let mut out = std::io::stdout().lock();
+    print_rows(out, &rows, output, true)
+}
+
+fn print_rows(
+    out: &mut impl Write,
+    rows: &[(i64, &Map<String, Value>, &str)],
+    output: Output,
+    header: bool,
+) -> anyhow::Result<()> {
+    // Labels every stream shares, shown once in a table.
+    let common: Vec<(&String, &Value)> = match rows.first() {
+        Some((_, first, _)) => {
+            first.iter().filter(|(k, v)| rows.iter().all(|(_, l, _)| l.get(*k) == Some(*v))).collect()
+        }
+        None => Vec::new(),
+    };
+    if output == Output::Table && header && !common.is_empty() {
+        writeln!(out, "Common labels: {}", format_labels(common.iter().copied()))?;
+    }
     for (ts, labels, line) in rows {
-        match args.output {
+        match output {
             Output::Raw => writeln!(out, "{line}")?,
             Output::Jsonl => {
                 writeln!(out, "{}", serde_json::json!({"timestamp": ts.to_string(), "labels": labels, "line": line}))?
             }
+            Output::Table => {
+                let varying = labels.iter().filter(|(k, _)| !common.iter().any(|(c, _)| c == k));
+                writeln!(out, "{} {} {line}", rfc3339(*ts), format_labels(varying))?
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+fn print_matrix(out: &mut impl Write, result: &Value, output: Output) -> anyhow::Result<()> {
+    for series in result.as_array().into_iter().flatten() {
+        let empty = Map::new();
+        let metric = series["metric"].as_object().unwrap_or(&empty);
+        let labels = format_labels(metric.iter());
+        if output == Output::Jsonl {
+            writeln!(out, "{series}")?;
+            continue;
+        }
+        if output == Output::Table {
+            writeln!(out, "{labels}")?;
+        }
+        for point in series["values"].as_array().into_iter().flatten() {
+            let secs = point[0].as_f64().unwrap_or(0.0);
+            let time = rfc3339((secs * 1e9).round() as i64);
+            let value = point[1].as_str().unwrap_or("");
+            match output {
+                Output::Table => writeln!(out, "  {time}  {value}")?,
+                _ => writeln!(out, "{labels} {time} {value}")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Follows the query through `/loki/api/v1/tail` until Ctrl-C or the collector closes it.
+async fn tail(args: &QueryArgs) -> anyhow::Result<ExitCode> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let Some(rest) = args.addr.strip_prefix("http://") else {
+        anyhow::bail!("--tail needs an http:// collector address (got {})", args.addr);
+    };
+    let mut params: Vec<(&str, String)> = vec![("query", args.query.clone()), ("limit", args.limit.to_string())];
+    if let Some(f) = &args.from {
+        params.push(("start", f.clone()));
+    } else {
+        let since = osprey_collector::time::parse_duration(&args.since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+        let start = osprey_collector::time::now_ns() - i64::try_from(since.as_nanos()).unwrap_or(i64::MAX);
+        params.push(("start", start.to_string()));
+    }
+    let url = format!("ws://{}/loki/api/v1/tail?{}", rest.trim_end_matches('/'), query_string(&params));
+    let mut req = url.as_str().into_client_request().context("building the tail request")?;
+    if let Some(org) = &args.org_id {
+        req.headers_mut().insert("x-scope-orgid", org.parse().context("--org-id is not a valid header value")?);
+    }
+    let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            eprintln!("osprey query: the collector answered {}: {}", resp.status(), body.trim());
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open the tail at {}", args.addr)),
+    };
+    let mut first = true;
+    loop {
+        let msg = tokio::select! {
+            m = ws.next() => m,
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        let Some(msg) = msg else { return Ok(ExitCode::SUCCESS) };
+        let msg = msg.context("tail connection failed")?;
+        if msg.is_close() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let Ok(text) = msg.into_text() else { continue };
+        let v: Value = serde_json::from_str(&text).context("a tail frame is not JSON")?;
+        let mut rows = entries(&v["streams"]);
+        rows.sort_by_key(|r| r.0);
+        let mut out = std::io::stdout().lock();
+        print_rows(&mut out, &rows, args.output, first)?;
+        out.flush()?;
+        first = false;
+    }
 }

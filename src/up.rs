@@ -68,7 +68,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     out.flush()?;
     drop(out);
 
+    crate::systemd::started("up");
     crate::wait_for_signal().await;
+    crate::systemd::stopping();
     agent.shutdown(Duration::from_secs(10)).await;
     collector.shutdown().await?;
     Ok(ExitCode::SUCCESS)

@@ -5,61 +5,9 @@ mod harness;
 
 use harness::*;
 use osprey_protocol::prompb;
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-type Captured = Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>;
-
-/// A bare HTTP/1.1 receiver that records each POST (headers, body) and answers 204.
-fn capture_server() -> (u16, Captured) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Captured = Arc::default();
-    let store = seen.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { break };
-            let store = store.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut writer = conn;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut headers = HashMap::new();
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':') {
-                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                        }
-                    }
-                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-                    let mut body = vec![0; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    store.lock().unwrap().push((headers, body));
-                    let _ = writer.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
-                }
-            });
-        }
-    });
-    (port, seen)
-}
 
 /// Starts Debian's Prometheus scraping itself every second and remote_writing to `write_url`.
 fn start_prometheus(dir: &Path, write_url: &str) -> Proc {
@@ -81,7 +29,8 @@ fn start_prometheus(dir: &Path, write_url: &str) -> Proc {
 #[test]
 fn real_prometheus_remote_write_decodes() {
     let tmp = tempfile::tempdir().unwrap();
-    let (port, seen) = capture_server();
+    let capture = CaptureServer::start(vec![]);
+    let (port, seen) = (capture.port, capture.requests.clone());
     let _prom = start_prometheus(tmp.path(), &format!("http://127.0.0.1:{port}/api/v1/write"));
     let (headers, req) = eventually(Duration::from_secs(60), || {
         let seen = seen.lock().unwrap();

@@ -6,6 +6,7 @@
 
 pub mod host;
 pub mod pipeline;
+pub mod queue;
 pub mod sink;
 pub mod tail;
 pub mod telemetry;

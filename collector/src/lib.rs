@@ -30,6 +30,8 @@ pub struct State {
     pub series: series::SeriesStore,
     pub registry: Registry,
     pub telemetry: telemetry::Telemetry,
+    /// Queries running at once (`logs.max_concurrent_queries`); each holds a permit.
+    pub query_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A collector that is listening. Dropping it does not stop it; call [`Running::shutdown`].
@@ -88,7 +90,8 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(State { cfg, logs, series, registry, telemetry });
+    let query_slots = Arc::new(tokio::sync::Semaphore::new(cfg.logs.max_concurrent_queries));
+    let state = Arc::new(State { cfg, logs, series, registry, telemetry, query_slots });
     let (stop, mut stopped) = watch::channel(false);
 
     let expiry_state = Arc::downgrade(&state);

@@ -79,6 +79,12 @@ pub struct Logs {
     pub max_query_lines: usize,
     /// Tenant used when a request has no `X-Scope-OrgID`.
     pub default_tenant: String,
+    /// Hard memory budget of one query (kept lines, label sets, series): a query that needs
+    /// more stops with a 400 naming this key, instead of growing the process.
+    pub max_query_memory_bytes: usize,
+    /// Queries (and tails) running at once; more wait for a slot until the request timeout.
+    /// With `max_query_memory_bytes`, bounds the memory all queries can hold together.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for Logs {
@@ -90,6 +96,8 @@ impl Default for Logs {
             wal_segment_bytes: 128 << 20,
             max_query_lines: 5000,
             default_tenant: "fake".into(),
+            max_query_memory_bytes: 256 << 20,
+            max_concurrent_queries: 4,
         }
     }
 }
@@ -140,6 +148,12 @@ impl Validate for CollectorConfig {
         }
         if self.logs.max_query_lines == 0 {
             p.push(("logs.max_query_lines".into(), "must be greater than 0".into()));
+        }
+        if self.logs.max_query_memory_bytes < 1 << 20 {
+            p.push(("logs.max_query_memory_bytes".into(), "must be at least 1 MiB (1048576)".into()));
+        }
+        if self.logs.max_concurrent_queries == 0 {
+            p.push(("logs.max_concurrent_queries".into(), "must be greater than 0".into()));
         }
         if self.logs.default_tenant.is_empty() {
             p.push(("logs.default_tenant".into(), "must not be empty".into()));

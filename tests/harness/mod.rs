@@ -230,3 +230,79 @@ pub fn peer_bin(name: &str) -> PathBuf {
 pub fn collector_config(dir: &Path, extra: &str) -> String {
     format!("data_dir = {:?}\n\n[server]\nlisten = \"127.0.0.1:0\"\n{extra}", dir.join("data").display().to_string())
 }
+
+/// One request a [`CaptureServer`] received.
+pub type CapturedRequest = (std::collections::HashMap<String, String>, Vec<u8>);
+
+/// A bare HTTP/1.1 receiver on 127.0.0.1 that records every request (lower-cased headers and
+/// body) and answers with the scripted statuses in order, then 204 for ever. It stands in for a
+/// receiver whose answers a test needs to control (5xx, 429, 400); everything it records came
+/// over a real socket from the real sender.
+pub struct CaptureServer {
+    pub port: u16,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<CapturedRequest>>>,
+}
+
+impl CaptureServer {
+    pub fn start(script: Vec<u16>) -> CaptureServer {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind capture server");
+        let port = listener.local_addr().expect("addr").port();
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<CapturedRequest>>> = Default::default();
+        let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(script)));
+        let store = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let store = store.clone();
+                let script = script.clone();
+                std::thread::spawn(move || {
+                    let Ok(read_half) = conn.try_clone() else { return };
+                    let mut reader = BufReader::new(read_half);
+                    let mut writer = conn;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut headers = std::collections::HashMap::new();
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':') {
+                                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                            }
+                        }
+                        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                        let mut body = vec![0; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let status = script.lock().map(|mut s| s.pop_front()).ok().flatten().unwrap_or(204);
+                        store.lock().expect("lock").push((headers, body));
+                        let reply = if status == 204 {
+                            "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n".to_string()
+                        } else {
+                            let text = format!("scripted answer {status}");
+                            format!("HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\n\r\n{text}", text.len())
+                        };
+                        if writer.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CaptureServer { port, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}

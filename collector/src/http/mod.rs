@@ -24,6 +24,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/push", post(ingest::remote_write))
         .route("/loki/api/v1/query_range", get(loki::query_range).post(loki::query_range))
+        .route("/loki/api/v1/query", get(loki::query).post(loki::query))
+        .route("/loki/api/v1/labels", get(loki::labels).post(loki::labels))
+        .route("/loki/api/v1/label/{name}/values", get(loki::label_values).post(loki::label_values))
+        .route("/loki/api/v1/series", get(loki::series).post(loki::series))
+        .route("/loki/api/v1/index/stats", get(loki::index_stats).post(loki::index_stats))
+        .route("/loki/api/v1/index/volume", get(loki::index_volume).post(loki::index_volume))
+        .route("/loki/api/v1/index/volume_range", get(loki::index_volume_range).post(loki::index_volume_range))
+        .route("/loki/api/v1/tail", get(loki::tail))
+        .route("/loki/api/v1/status/buildinfo", get(loki::buildinfo))
         .route("/federate", get(prom::federate))
         .route("/metrics", get(prom::self_metrics))
         .route("/ready", get(ready))
@@ -81,6 +90,15 @@ fn endpoint_name(path: &str) -> &'static str {
         "/loki/api/v1/push" => "loki_push",
         "/api/v1/write" | "/api/v1/push" => "remote_write",
         "/loki/api/v1/query_range" => "loki_query_range",
+        "/loki/api/v1/query" => "loki_query",
+        "/loki/api/v1/labels" => "loki_labels",
+        "/loki/api/v1/label/{name}/values" => "loki_label_values",
+        "/loki/api/v1/series" => "loki_series",
+        "/loki/api/v1/index/stats" => "loki_index_stats",
+        "/loki/api/v1/index/volume" => "loki_index_volume",
+        "/loki/api/v1/index/volume_range" => "loki_index_volume_range",
+        "/loki/api/v1/tail" => "loki_tail",
+        "/loki/api/v1/status/buildinfo" => "loki_buildinfo",
         "/federate" => "federate",
         "/metrics" => "metrics",
         "/ready" => "ready",
