@@ -748,7 +748,7 @@ impl Tailer {
     fn poll(&mut self) {
         let now = Instant::now();
         self.polls += 1;
-        let full = std::mem::take(&mut self.full_poll) || self.polls % QUIET_EVERY == 0;
+        let full = std::mem::take(&mut self.full_poll) || self.polls.is_multiple_of(QUIET_EVERY);
         let ids: Vec<u64> = self
             .files
             .values()
