@@ -16,7 +16,6 @@ use std::time::Duration;
 /// Names the rules and dashboards use ahead of the code that serves them, with the issue that adds
 /// them. Remove a line when its metric lands (the test says when).
 const PLANNED: &[(&str, &str)] = &[
-    ("osprey_agent_file_lag_bytes", "issue 3: tailing checkpoints"),
     ("osprey_agent_queue_bytes", "issue 4: on-disk queue"),
     ("osprey_agent_queue_max_bytes", "issue 4: on-disk queue"),
     ("osprey_agent_up", "issue 5: per-agent liveness on the collector"),
