@@ -1043,6 +1043,15 @@ impl Tailer {
             self.rebase(id, Verdict::Truncated);
             return true;
         }
+        // Truncated and rewritten past the offset since the last read (inotify can wake this
+        // read before the poll looks): the bytes before the offset are no longer those read.
+        if from.is_none()
+            && t.read_offset > 0
+            && identity::mark(file, t.read_offset).is_ok_and(|m| m != Digest::of(&t.last_bytes))
+        {
+            self.rebase(id, Verdict::Rewritten);
+            return true;
+        }
         let file = match file.try_clone() {
             Ok(f) => f,
             Err(_) => return false,
