@@ -16,17 +16,8 @@ use std::time::Duration;
 /// Names the rules and dashboards use ahead of the code that serves them, with the issue that adds
 /// them. Remove a line when its metric lands (the test says when).
 const PLANNED: &[(&str, &str)] = &[
-    ("osprey_agent_queue_bytes", "issue 4: on-disk queue"),
-    ("osprey_agent_queue_max_bytes", "issue 4: on-disk queue"),
     ("osprey_agent_up", "issue 5: per-agent liveness on the collector"),
     ("osprey_agent_last_seen_timestamp_seconds", "issue 5: per-agent liveness on the collector"),
-    ("node_filesystem_avail_bytes", "issue 4: host metrics (filesystem)"),
-    ("node_filesystem_size_bytes", "issue 4: host metrics (filesystem)"),
-    ("node_filesystem_readonly", "issue 4: host metrics (filesystem)"),
-    ("node_disk_read_bytes_total", "issue 4: host metrics (diskstats)"),
-    ("node_disk_written_bytes_total", "issue 4: host metrics (diskstats)"),
-    ("node_network_receive_bytes_total", "issue 4: host metrics (netdev)"),
-    ("node_network_transmit_bytes_total", "issue 4: host metrics (netdev)"),
 ];
 
 /// Every `osprey_*` / `node_*` identifier in `text`.

@@ -14,7 +14,7 @@ const START_ENV: &str = "OSPREY_QUEUE_TEST_START";
 
 fn options(dir: &std::path::Path) -> QueueOptions {
     // Small segments so kills also land around segment rolls and deletions.
-    QueueOptions { dir: dir.to_path_buf(), max_bytes: 64 << 20, segment_bytes: 16 << 10 }
+    QueueOptions { dir: dir.to_path_buf(), max_bytes: 64 << 20, segment_bytes: 16 << 10, ..QueueOptions::default() }
 }
 
 fn record(i: u64) -> Vec<u8> {

@@ -86,5 +86,5 @@ fn host_metrics_reach_federate_with_the_host_label() {
     let (code, metrics) = get(&format!("{}/metrics", up.agent));
     assert_eq!(code, 200);
     assert!(metrics.contains("# TYPE node_cpu_seconds_total counter"));
-    assert!(metrics.contains("osprey_agent_batches_sent_total"));
+    assert!(metrics.contains("osprey_agent_batches_sent_total"), "{metrics}");
 }

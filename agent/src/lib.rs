@@ -7,6 +7,7 @@
 pub mod host;
 pub mod pipeline;
 pub mod queue;
+pub mod scrape;
 pub mod sink;
 pub mod tail;
 pub mod telemetry;
@@ -106,27 +107,71 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
         telemetry.clone(),
     )?;
 
-    // Host metrics: collector task -> bounded channel -> remote_write sink.
+    // Metrics: host collector and scrapers -> bounded channel -> encoder -> disk queue ->
+    // sender (bounded concurrency, ordered acks). See sink::remote_write.
     let snapshot: Arc<Mutex<Vec<host::Family>>> = Arc::default();
-    if cfg.host_metrics.enabled {
-        let (metric_tx, metric_rx) = mpsc::channel(cfg.pipeline.channel_batches);
+    let (metric_tx, metric_rx) = mpsc::channel::<sink::remote_write::Batch>(cfg.pipeline.channel_batches);
+    {
+        let queue_metrics = queue::QueueMetrics::default();
+        queue_metrics.register(
+            registry
+                .sub_registry_with_prefix("osprey_agent")
+                .sub_registry_with_label(("queue".into(), "remote_write".into())),
+        );
+        let rw_cfg = &cfg.remote_write;
+        let dir = cfg.data_dir.join("queue").join("remote_write");
+        let (queue, report) = queue::DiskQueue::open(
+            queue::QueueOptions {
+                dir: dir.clone(),
+                max_bytes: rw_cfg.queue_max_bytes,
+                segment_bytes: rw_cfg.queue_segment_bytes,
+                ..queue::QueueOptions::default()
+            },
+            queue_metrics,
+        )
+        .with_context(|| format!("cannot open the remote_write queue in {} (data_dir)", dir.display()))?;
+        if report.corruptions > 0 {
+            tracing::warn!(dir = %dir.display(), corruptions = report.corruptions, cut_bytes = report.truncated_bytes, "remote_write queue repaired at startup");
+        }
+        let queue = Arc::new(queue);
         let rw = sender("remote_write", out.remote_write_url(), &osprey_protocol::prompb::REMOTE_WRITE_HEADERS)?;
-        tasks.push(tokio::spawn(sink::remote_write::run(rw, metric_rx, shutdown.clone())));
+        tasks.push(tokio::spawn(sink::remote_write::run_encoder(queue.clone(), metric_rx, rw_cfg.batch_max_samples)));
+        tasks.push(tokio::spawn(sink::remote_write::run_sender(
+            rw,
+            queue,
+            rw_cfg.max_concurrent_requests,
+            shutdown.clone(),
+        )));
+    }
+    if !cfg.scrape.jobs.is_empty() {
+        let jobs = scrape::jobs(&cfg.scrape)?;
+        let metrics = scrape::ScrapeMetrics::default();
+        metrics.register(registry.sub_registry_with_prefix("osprey_agent"));
+        tasks.push(tokio::spawn(scrape::run(jobs, metric_tx.clone(), shutdown.clone(), metrics)));
+    }
+    if cfg.host_metrics.enabled {
+        let collectors = Arc::new(Mutex::new(host::HostCollectors::new(&cfg.host_metrics)?));
         let interval = cfg.host_metrics.interval.get();
         let extra = vec![("host".to_string(), host.clone()), ("job".to_string(), "node".to_string())];
         let snap = snapshot.clone();
         let t = telemetry.clone();
+        let tx = metric_tx.clone();
         let mut stopped = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let paths = host::HostPaths::default();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stopped.wait_for(|s| *s) => break,
                 }
-                let families = host::collect(&paths);
+                // /proc and statfs reads block; keep them off the async workers.
+                let c = collectors.clone();
+                let Ok(families) =
+                    tokio::task::spawn_blocking(move || c.lock().map(|mut c| c.collect()).unwrap_or_default()).await
+                else {
+                    continue;
+                };
                 t.host_metrics_collections.inc();
                 let ts_ms =
                     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
@@ -134,8 +179,8 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
                 if let Ok(mut s) = snap.lock() {
                     *s = families;
                 }
-                // A full channel means the receiver is behind; this sample waits its turn.
-                if metric_tx.send(pipeline::MetricBatch { series }).await.is_err() {
+                // A full channel means the encoder is behind; this sample waits its turn.
+                if tx.send(sink::remote_write::Batch { source: 0, series }).await.is_err() {
                     break;
                 }
             }

@@ -25,9 +25,11 @@
 //!   several requests can be in flight. [`DiskQueue::ack`]`(id)` acknowledges `id` *and every
 //!   record before it*: a sender with several requests in flight must ack only the contiguous
 //!   prefix that was delivered (see `sink::remote_write` for an ordered finalizer).
-//! - The acknowledged position is persisted atomically on every ack (write, fsync, rename,
-//!   fsync the directory). After a crash, everything after the last persisted ack is handed out
-//!   again: delivery is at least once, never less.
+//! - The acknowledged position is persisted atomically (write, fsync, rename, fsync the
+//!   directory) at most every `ack_persist_interval` (default 1 s; zero: on every ack), always
+//!   before a segment is deleted, and on [`DiskQueue::flush`] and drop. After a crash,
+//!   everything after the last persisted ack is handed out again: delivery is at least once,
+//!   never less, and the duplicates are bounded by that interval.
 //! - The methods do blocking file I/O (a push is an `fsync`); call them from a blocking thread
 //!   (`tokio::task::spawn_blocking`) when pushes are frequent. Every method takes `&self`; the
 //!   queue is shared behind an `Arc`.
@@ -86,11 +88,19 @@ pub struct QueueOptions {
     /// whole segments, so this is also the granularity of a drop; it is capped at a quarter
     /// of `max_bytes`.
     pub segment_bytes: u64,
+    /// Acknowledgements are persisted at most this often (three fsyncs each); a crash resends
+    /// at most this much. Zero: persist every ack.
+    pub ack_persist_interval: std::time::Duration,
 }
 
 impl Default for QueueOptions {
     fn default() -> Self {
-        QueueOptions { dir: PathBuf::from("queue"), max_bytes: 256 << 20, segment_bytes: 8 << 20 }
+        QueueOptions {
+            dir: PathBuf::from("queue"),
+            max_bytes: 256 << 20,
+            segment_bytes: 8 << 20,
+            ack_persist_interval: std::time::Duration::from_secs(1),
+        }
     }
 }
 
@@ -123,6 +133,7 @@ pub struct QueueMetrics {
     pub truncated_bytes: Counter,
     pub pending_records: Gauge,
     pub disk_bytes: Gauge,
+    pub max_bytes: Gauge,
 }
 
 impl QueueMetrics {
@@ -146,7 +157,12 @@ impl QueueMetrics {
             self.truncated_bytes.clone(),
         );
         r.register("queue_pending_records", "Records in the queue not yet acknowledged", self.pending_records.clone());
-        r.register("queue_disk_bytes", "Bytes of segment files on disk", self.disk_bytes.clone());
+        r.register("queue_bytes", "Bytes of segment files on disk", self.disk_bytes.clone());
+        r.register(
+            "queue_max_bytes",
+            "The queue's size bound (bytes); at the bound the oldest records are dropped",
+            self.max_bytes.clone(),
+        );
     }
 }
 
@@ -196,8 +212,11 @@ struct Inner {
     opts: QueueOptions,
     segments: VecDeque<SegmentInfo>,
     active: File,
-    /// First unacknowledged record (persisted).
+    /// First unacknowledged record.
     head: Position,
+    /// What the position file says (may lag `head` by up to `ack_persist_interval`).
+    persisted: Position,
+    last_persist: std::time::Instant,
     /// Next record to hand out (memory only).
     cursor: Position,
     reader: Option<(u64, File)>,
@@ -419,6 +438,7 @@ impl DiskQueue {
         report.pending_records = pending;
         metrics.pending_records.set(pending as i64);
         metrics.disk_bytes.set(total_bytes as i64);
+        metrics.max_bytes.set(opts.max_bytes as i64);
         if pending > 0 {
             tracing::info!(dir = %dir.display(), pending, "disk queue holds records from before the restart; sending them first");
         }
@@ -427,6 +447,8 @@ impl DiskQueue {
             segments,
             active,
             head,
+            persisted: head,
+            last_persist: std::time::Instant::now(),
             cursor: head,
             reader: None,
             pending,
@@ -483,6 +505,11 @@ impl DiskQueue {
         q.cursor = q.head;
     }
 
+    /// Persists the acknowledged position now (graceful shutdown).
+    pub fn flush(&self) -> io::Result<()> {
+        self.lock().persist()
+    }
+
     /// Records pushed and not yet acknowledged.
     pub fn pending(&self) -> u64 {
         self.lock().pending
@@ -494,9 +521,26 @@ impl DiskQueue {
     }
 }
 
+impl Drop for DiskQueue {
+    fn drop(&mut self) {
+        if let Err(e) = self.lock().persist() {
+            tracing::warn!(error = %e, "cannot persist the disk queue position at close; records may be resent");
+        }
+    }
+}
+
 impl Inner {
     fn dir(&self) -> PathBuf {
         self.opts.dir.clone()
+    }
+
+    fn persist(&mut self) -> io::Result<()> {
+        if self.persisted != self.head {
+            write_position(&self.opts.dir, self.head)?;
+            self.persisted = self.head;
+        }
+        self.last_persist = std::time::Instant::now();
+        Ok(())
     }
 
     fn push(&mut self, record: &[u8]) -> Result<(), QueueError> {
@@ -567,7 +611,7 @@ impl Inner {
         if self.head.segment <= oldest.id {
             self.head = Position { segment: next, offset: HEADER, index: 0 };
             // The position moves past the segment before the segment disappears.
-            write_position(&self.opts.dir, self.head)?;
+            self.persist()?;
         }
         if self.cursor.segment <= oldest.id {
             self.cursor = self.head;
@@ -662,8 +706,12 @@ impl Inner {
             let next = self.segments.iter().find(|n| n.id > s.id).map_or(s.id + 1, |n| n.id);
             new_head = Position { segment: next, offset: HEADER, index: 0 };
         }
-        write_position(&self.opts.dir, new_head)?;
         self.head = new_head;
+        let deletes = self.segments.front().is_some_and(|s| s.id < new_head.segment);
+        if deletes || self.last_persist.elapsed() >= self.opts.ack_persist_interval {
+            // Before any segment is deleted, the position must already be past it.
+            self.persist()?;
+        }
         if (self.cursor.segment, self.cursor.offset) < (new_head.segment, new_head.offset) {
             self.cursor = new_head;
         }
@@ -711,9 +759,16 @@ mod tests {
 
     fn open(dir: &Path, max: u64, seg: u64) -> (DiskQueue, OpenReport, QueueMetrics) {
         let m = QueueMetrics::default();
-        let (q, r) =
-            DiskQueue::open(QueueOptions { dir: dir.to_path_buf(), max_bytes: max, segment_bytes: seg }, m.clone())
-                .unwrap();
+        let (q, r) = DiskQueue::open(
+            QueueOptions {
+                dir: dir.to_path_buf(),
+                max_bytes: max,
+                segment_bytes: seg,
+                ack_persist_interval: std::time::Duration::ZERO,
+            },
+            m.clone(),
+        )
+        .unwrap();
         (q, r, m)
     }
 
@@ -897,6 +952,41 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.to_string().contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn lazy_ack_persistence_resends_after_a_crash_and_persists_on_close() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = || QueueOptions {
+            dir: d.path().to_path_buf(),
+            ack_persist_interval: std::time::Duration::from_secs(3600),
+            ..QueueOptions::default()
+        };
+        {
+            let (q, _) = DiskQueue::open(opts(), QueueMetrics::default()).unwrap();
+            q.push(b"a").unwrap();
+            q.push(b"b").unwrap();
+            let r = q.next().unwrap().unwrap();
+            q.ack(r.id).unwrap();
+            assert_eq!(q.pending(), 1);
+            // A crash: no drop, so the ack was never persisted.
+            std::mem::forget(q);
+        }
+        // The forgotten queue still holds the lock file open; a new process would not. Remove
+        // the lock so this process can reopen.
+        let (q, report) = DiskQueue::open(opts(), QueueMetrics::default())
+            .or_else(|_| {
+                std::fs::remove_file(d.path().join("LOCK")).unwrap();
+                DiskQueue::open(opts(), QueueMetrics::default())
+            })
+            .unwrap();
+        assert_eq!(report.pending_records, 2, "the unpersisted ack is redone: a duplicate, not a loss");
+        let r = q.next().unwrap().unwrap();
+        q.ack(r.id).unwrap();
+        drop(q);
+        let (q, report) = DiskQueue::open(opts(), QueueMetrics::default()).unwrap();
+        assert_eq!(report.pending_records, 1, "closing persisted the ack");
+        assert_eq!(drain(&q), vec![b"b".to_vec()]);
     }
 
     #[tokio::test]

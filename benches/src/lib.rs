@@ -74,3 +74,37 @@ pub fn write_request(n: usize) -> WriteRequest {
         .collect();
     WriteRequest { timeseries, metadata: vec![] }
 }
+
+/// A real node_exporter 1.5 `/metrics` body (1071 lines), captured on the project's machine.
+pub fn node_exporter_body() -> Vec<u8> {
+    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/exposition/node_exporter-1.5.prom"))
+        .unwrap_or_default()
+}
+
+/// A 20,000-series exposition body shaped like a busy application's: 100 families of 200
+/// series, 3-4 labels each, HELP and TYPE per family; OpenMetrics adds `_total` and `# EOF`.
+pub fn exposition_20k(openmetrics: bool) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(2 << 20);
+    for f in 0..100 {
+        let name = format!("app_http_server_requests_{f}");
+        let sample = if openmetrics { format!("{name}_total") } else { name.clone() };
+        let _ = writeln!(s, "# HELP {name} Requests handled by the HTTP server, by route and status.");
+        let _ = writeln!(s, "# TYPE {name} counter");
+        for i in 0..200 {
+            let _ = writeln!(
+                s,
+                "{sample}{{method=\"{}\",route=\"/api/v1/items/{}\",status=\"{}\",instance=\"pod-{}\"}} {}",
+                ["GET", "POST", "PUT", "DELETE"][i % 4],
+                i / 4,
+                [200, 404, 500][i % 3],
+                i % 7,
+                (f * 1000 + i) as f64 * 1.25
+            );
+        }
+    }
+    if openmetrics {
+        s.push_str("# EOF\n");
+    }
+    s.into_bytes()
+}

@@ -18,6 +18,8 @@ pub struct AgentConfig {
     pub collector: Output,
     pub sources: Sources,
     pub host_metrics: HostMetrics,
+    pub scrape: crate::scrape::Scrape,
+    pub remote_write: crate::scrape::RemoteWrite,
     pub pipeline: Pipeline,
 }
 
@@ -30,6 +32,8 @@ impl Default for AgentConfig {
             collector: Output::default(),
             sources: Sources::default(),
             host_metrics: HostMetrics::default(),
+            scrape: crate::scrape::Scrape::default(),
+            remote_write: crate::scrape::RemoteWrite::default(),
             pipeline: Pipeline::default(),
         }
     }
@@ -286,17 +290,70 @@ impl Default for Parse {
     }
 }
 
+/// Names of the host collectors, as `host_metrics.disable` takes them.
+pub const HOST_COLLECTORS: &[&str] = &[
+    "cpu",
+    "diskstats",
+    "filefd",
+    "filesystem",
+    "hwmon",
+    "loadavg",
+    "meminfo",
+    "netdev",
+    "netstat",
+    "os",
+    "pressure",
+    "sockstat",
+    "stat",
+    "textfile",
+    "thermal_zone",
+    "time",
+    "uname",
+    "vmstat",
+];
+
+/// node_exporter-compatible host metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostMetrics {
     pub enabled: bool,
     /// How often host metrics are collected and shipped.
     pub interval: Duration,
+    /// Collectors not to run (names as in node_exporter: `cpu`, `diskstats`, `filesystem`, ...).
+    pub disable: Vec<String>,
+    /// Where procfs, sysfs and the root file system are (a container mounts the host's
+    /// elsewhere, e.g. `/host/proc`).
+    pub proc_path: PathBuf,
+    pub sys_path: PathBuf,
+    pub rootfs_path: PathBuf,
+    /// Directory of `*.prom` files to expose (node_exporter's textfile collector). Empty: none.
+    pub textfile_directory: String,
+    /// Mount points to skip (regex). The exclusion defaults are those of Debian's
+    /// `prometheus-node-exporter` 1.5, which is what hosts run today.
+    pub filesystem_mount_points_exclude: String,
+    /// File system types to skip (regex).
+    pub filesystem_fs_types_exclude: String,
+    /// Block devices to skip in diskstats (regex).
+    pub diskstats_device_exclude: String,
+    /// Network devices to skip in netdev (regex). Empty: none.
+    pub netdev_device_exclude: String,
 }
 
 impl Default for HostMetrics {
     fn default() -> Self {
-        HostMetrics { enabled: true, interval: Duration::from_secs(15) }
+        HostMetrics {
+            enabled: true,
+            interval: Duration::from_secs(15),
+            disable: vec![],
+            proc_path: PathBuf::from("/proc"),
+            sys_path: PathBuf::from("/sys"),
+            rootfs_path: PathBuf::from("/"),
+            textfile_directory: String::new(),
+            filesystem_mount_points_exclude: "^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)".into(),
+            filesystem_fs_types_exclude: "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$".into(),
+            diskstats_device_exclude: "^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$".into(),
+            netdev_device_exclude: "^lo$".into(),
+        }
     }
 }
 
@@ -379,6 +436,26 @@ impl Validate for AgentConfig {
         if self.host_metrics.interval.get() < std::time::Duration::from_millis(100) {
             p.push(("host_metrics.interval".into(), "must be at least 100ms".into()));
         }
+        for (i, name) in self.host_metrics.disable.iter().enumerate() {
+            if !HOST_COLLECTORS.contains(&name.as_str()) {
+                p.push((
+                    format!("host_metrics.disable[{i}]"),
+                    format!("unknown collector {name:?}; known: {}", HOST_COLLECTORS.join(", ")),
+                ));
+            }
+        }
+        for (key, re) in [
+            ("host_metrics.filesystem_mount_points_exclude", &self.host_metrics.filesystem_mount_points_exclude),
+            ("host_metrics.filesystem_fs_types_exclude", &self.host_metrics.filesystem_fs_types_exclude),
+            ("host_metrics.diskstats_device_exclude", &self.host_metrics.diskstats_device_exclude),
+            ("host_metrics.netdev_device_exclude", &self.host_metrics.netdev_device_exclude),
+        ] {
+            if let Err(e) = regex::Regex::new(re) {
+                p.push((key.into(), format!("invalid regex {re:?}: {e}")));
+            }
+        }
+        self.scrape.validate(p);
+        self.remote_write.validate(p);
         if self.pipeline.channel_batches == 0 {
             p.push(("pipeline.channel_batches".into(), "must be greater than 0".into()));
         }

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod collector;
 pub mod diagnostics;
 mod duration;
+pub mod scrape;
 
 pub use agent::AgentConfig;
 pub use collector::CollectorConfig;
@@ -100,7 +101,9 @@ pub fn validate_file(path: &std::path::Path, role: Option<Role>) -> Result<Role,
 
 fn guess_role(path: &std::path::Path, text: &str) -> Option<Role> {
     if let Ok(table) = text.parse::<toml::Table>() {
-        let agent = ["sources", "collector", "host_metrics", "pipeline"].iter().any(|k| table.contains_key(*k));
+        let agent = ["sources", "collector", "host_metrics", "pipeline", "scrape", "remote_write"]
+            .iter()
+            .any(|k| table.contains_key(*k));
         let collector = ["logs", "metrics"].iter().any(|k| table.contains_key(*k));
         match (agent, collector) {
             (true, false) => return Some(Role::Agent),

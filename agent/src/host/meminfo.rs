@@ -1,9 +1,9 @@
 //! `node_memory_*` from `/proc/meminfo`, named as node_exporter names them.
 
-use super::{Family, HostPaths, Kind, read};
+use super::{Context, Family, Kind, read};
 
-pub fn collect(paths: &HostPaths, out: &mut Vec<Family>) -> std::io::Result<()> {
-    let text = read(&paths.proc("meminfo"))?;
+pub fn collect(ctx: &Context, out: &mut Vec<Family>) -> std::io::Result<()> {
+    let text = read(&ctx.paths.proc("meminfo"))?;
     for line in text.lines() {
         let mut parts = line.split_ascii_whitespace();
         let (Some(key), Some(value)) = (parts.next(), parts.next()) else { continue };
@@ -16,8 +16,8 @@ pub fn collect(paths: &HostPaths, out: &mut Vec<Family>) -> std::io::Result<()> 
             key.push_str("_bytes");
         }
         out.push(Family::single(
-            &format!("node_memory_{key}"),
-            &format!("Memory information field {key}."),
+            format!("node_memory_{key}"),
+            format!("Memory information field {key}."),
             Kind::Gauge,
             v,
         ));

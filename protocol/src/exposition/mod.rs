@@ -1,13 +1,19 @@
-//! Writing the Prometheus text exposition format 0.0.4 (what `/federate` and `/metrics` serve).
+//! The Prometheus text exposition format 0.0.4 and OpenMetrics 1.0: writing (what `/federate`
+//! and `/metrics` serve, below) and parsing (what scraping reads, [`parse`]).
 //!
 //! Kept here because both the agent (host metrics on its `/metrics`) and the collector
 //! (`/federate`) write it. Escaping follows the format's rules: HELP escapes `\\` and `\n`;
 //! label values escape `\\`, `\"` and `\n`. Values use Go's float formatting conventions for the
 //! special values (`NaN`, `+Inf`, `-Inf`).
 
+pub mod parse;
+
+pub use parse::{Entry, Format, MetricKind, ParseError, Parser, SCRAPE_ACCEPT, Sample};
+
 use std::fmt::Write as _;
 
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Writes `# HELP` and `# TYPE` lines for a family.
 pub fn write_family_header(out: &mut String, name: &str, help: &str, kind: &str) {
