@@ -37,15 +37,16 @@ pub struct Running {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    tailer: Option<std::thread::JoinHandle<()>>,
+    logs: Option<tail::LogPipeline>,
 }
 
 impl Running {
-    /// Stops reading, lets sinks finish the batch in hand (bounded by `grace`), and returns.
+    /// Stops reading, lets sinks deliver what is queued (bounded by `grace`), saves the file
+    /// checkpoints, and returns.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.stop.send(true);
-        if let Some(t) = self.tailer.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        if let Some(logs) = self.logs.take() {
+            logs.shutdown(grace).await;
         }
         let all = futures_join(std::mem::take(&mut self.tasks));
         let _ = tokio::time::timeout(grace, all).await;
@@ -95,25 +96,16 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
     };
     let mut tasks = Vec::new();
 
-    // Logs: tailer thread -> bounded channel -> Loki sink.
-    let (log_tx, log_rx) = mpsc::channel(cfg.pipeline.channel_batches);
+    // Logs: tailer thread -> bounded channel -> Loki sink; acknowledgements -> checkpoints.
     let loki = sender("loki", out.logs_push_url(), &osprey_protocol::logproto::PUSH_HEADERS)?;
-    tasks.push(tokio::spawn(sink::loki::run(loki, log_rx, shutdown.clone())));
-    let tailer = tail::Tailer::new(
-        tail::TailOptions {
-            sources: cfg.sources.files.clone(),
-            hostname: host.clone(),
-            batch_max_bytes: out.batch_max_bytes,
-            batch_max_wait: out.batch_max_wait.get(),
-            discovery_interval: Duration::from_secs(1),
-        },
+    let logs = tail::start(
+        tail::TailOptions::from_config(&cfg, &host),
+        cfg.pipeline.log_channel_batches,
+        cfg.pipeline.log_requests_in_flight,
+        loki,
+        shutdown.clone(),
         telemetry.clone(),
     )?;
-    let tail_shutdown = shutdown.clone();
-    let tailer = std::thread::Builder::new()
-        .name("osprey-tail".into())
-        .spawn(move || tailer.run(log_tx, tail_shutdown))
-        .context("cannot start the tailer thread")?;
 
     // Metrics: host collector and scrapers -> bounded channel -> encoder -> disk queue ->
     // sender (bounded concurrency, ordered acks). See sink::remote_write.
@@ -210,7 +202,7 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
         }
     }));
     tracing::info!(%addr, host = %host, logs = %out.logs_push_url(), metrics = %out.remote_write_url(), "agent started");
-    Ok(Running { addr, stop, tasks, tailer: Some(tailer) })
+    Ok(Running { addr, stop, tasks, logs: Some(logs) })
 }
 
 fn server_router(registry: Arc<Registry>, snapshot: Arc<Mutex<Vec<host::Family>>>) -> axum::Router {

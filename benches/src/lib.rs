@@ -4,6 +4,8 @@
 //! LICENSE there), so compression and parsing costs are those of real text, not of repeated
 //! synthetic strings.
 
+pub mod ack_receiver;
+
 use osprey_protocol::logproto::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
 use osprey_protocol::prompb::{Label, Sample, TimeSeries, WriteRequest};
 use osprey_protocol::writev2;

@@ -116,12 +116,19 @@ impl Output {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sources {
+    /// How often every watched directory and followed file is stat'ed. inotify wakes the tailer
+    /// sooner; this poll is what covers NFS and missed events.
+    pub poll_interval: Duration,
+    /// Most log files held open at once. At the limit, idle files are closed (and reopened, with
+    /// their identity checked, when they grow); files that cannot get a descriptor wait, and
+    /// `osprey_agent_files_open_limit_reached_total` counts it.
+    pub max_open_files: usize,
     pub files: Vec<FileSource>,
 }
 
 impl Default for Sources {
     fn default() -> Self {
-        Sources { files: vec![FileSource::default()] }
+        Sources { poll_interval: Duration::from_secs(1), max_open_files: 1024, files: vec![FileSource::default()] }
     }
 }
 
@@ -147,6 +154,17 @@ pub struct FileSource {
     pub read_from: ReadFrom,
     /// Static labels added to every line.
     pub labels: BTreeMap<String, String>,
+    /// After a file was renamed away or deleted, keep reading it this long, then close it and
+    /// count what was never read (`osprey_agent_file_bytes_unread_total`).
+    pub rotate_wait: Duration,
+    /// Longer lines (or multiline events) are cut to this many bytes and counted.
+    pub max_line_bytes: usize,
+    /// Only lines matching this regex are shipped (empty: all). Applied after multiline joining.
+    pub keep_lines: String,
+    /// Lines matching this regex are dropped and counted (empty: none).
+    pub drop_lines: String,
+    pub multiline: Multiline,
+    pub parse: Parse,
 }
 
 impl Default for FileSource {
@@ -157,6 +175,117 @@ impl Default for FileSource {
             exclude: vec![],
             read_from: ReadFrom::End,
             labels: BTreeMap::new(),
+            rotate_wait: Duration::from_secs(30),
+            max_line_bytes: 256 << 10,
+            keep_lines: String::new(),
+            drop_lines: String::new(),
+            multiline: Multiline::default(),
+            parse: Parse::default(),
+        }
+    }
+}
+
+/// Built-in multiline rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MultilinePreset {
+    /// No joining unless a pattern is given.
+    None,
+    /// Java stack traces: `\tat ...`, `Caused by: ...`, `... 5 more`.
+    Java,
+    /// Python tracebacks: `Traceback (most recent call last):`, indented frames, the final
+    /// `SomeError: message`.
+    Python,
+    /// Go panics: `goroutine N [running]:`, function lines, indented file lines.
+    Go,
+}
+
+/// Joining lines into one event (stack traces). At most one of `preset`, `start_pattern` and
+/// `continuation_pattern` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Multiline {
+    pub preset: MultilinePreset,
+    /// A line matching this regex starts a new event; any other line continues the current one.
+    pub start_pattern: String,
+    /// A line matching this regex continues the current event; any other line starts one.
+    pub continuation_pattern: String,
+    /// An event with no new line for this long is shipped as it is.
+    pub flush_timeout: Duration,
+    /// An event is shipped when it reaches this many lines.
+    pub max_lines: usize,
+}
+
+impl Default for Multiline {
+    fn default() -> Self {
+        Multiline {
+            preset: MultilinePreset::None,
+            start_pattern: String::new(),
+            continuation_pattern: String::new(),
+            flush_timeout: Duration::from_secs(1),
+            max_lines: 1000,
+        }
+    }
+}
+
+impl Multiline {
+    /// Whether any joining is configured.
+    pub fn enabled(&self) -> bool {
+        self.preset != MultilinePreset::None || !self.start_pattern.is_empty() || !self.continuation_pattern.is_empty()
+    }
+}
+
+/// How lines are parsed into fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParseFormat {
+    None,
+    Json,
+    Logfmt,
+    Regex,
+}
+
+/// How a timestamp field is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    /// `2026-11-26T08:00:00.123Z`, `2026-11-26 08:00:00+01:00`.
+    Rfc3339,
+    /// Common log format: `26/Nov/2026:08:00:00 +0000`.
+    Clf,
+    /// Seconds since the epoch, fractions allowed: `1764144000.123`.
+    Unix,
+    UnixMs,
+    UnixUs,
+    UnixNs,
+}
+
+/// Parsing lines into fields: an allow-list of fields becomes labels (so cardinality stays
+/// under the operator's control); other fields go to structured metadata or stay in the line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Parse {
+    pub format: ParseFormat,
+    /// For `format = "regex"`: named captures are the fields, e.g. `^(?P<level>\w+) `.
+    pub regex: String,
+    /// Fields that become stream labels (names must be valid label names).
+    pub labels: Vec<String>,
+    /// Other top-level scalar fields are sent as Loki structured metadata.
+    pub structured_metadata: bool,
+    /// The field holding the line's time. Empty: the time the line was read.
+    pub timestamp_field: String,
+    pub timestamp_format: TimestampFormat,
+}
+
+impl Default for Parse {
+    fn default() -> Self {
+        Parse {
+            format: ParseFormat::None,
+            regex: String::new(),
+            labels: vec![],
+            structured_metadata: true,
+            timestamp_field: String::new(),
+            timestamp_format: TimestampFormat::Rfc3339,
         }
     }
 }
@@ -234,11 +363,27 @@ impl Default for HostMetrics {
 pub struct Pipeline {
     /// Batches that may wait between a source and its sink; readers block when it is full.
     pub channel_batches: usize,
+    /// Log batches (each up to `collector.batch_max_bytes`) that may wait for the Loki sink.
+    /// Files are the buffer: a few batches keep the sink busy, more only cost memory.
+    pub log_channel_batches: usize,
+    /// Log batches being sent to the receiver at once (their acknowledgements are still applied
+    /// in order). More hides the receiver's per-request latency (an fsync) and spreads
+    /// compression over the cores; each costs about three times `collector.batch_max_bytes`.
+    pub log_requests_in_flight: usize,
+    /// Shortest time between two writes of the file checkpoints. `0s`: written as soon as a
+    /// batch is acknowledged (writes coalesce while one is in progress), so a `kill -9` re-sends
+    /// only the batches in flight.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
-        Pipeline { channel_batches: 16 }
+        Pipeline {
+            channel_batches: 16,
+            log_channel_batches: 4,
+            log_requests_in_flight: 4,
+            checkpoint_interval: Duration::from_secs(0),
+        }
     }
 }
 
@@ -314,7 +459,20 @@ impl Validate for AgentConfig {
         if self.pipeline.channel_batches == 0 {
             p.push(("pipeline.channel_batches".into(), "must be greater than 0".into()));
         }
+        if self.pipeline.log_channel_batches == 0 {
+            p.push(("pipeline.log_channel_batches".into(), "must be greater than 0".into()));
+        }
+        if self.pipeline.log_requests_in_flight == 0 {
+            p.push(("pipeline.log_requests_in_flight".into(), "must be greater than 0".into()));
+        }
+        if self.sources.poll_interval.get() < std::time::Duration::from_millis(10) {
+            p.push(("sources.poll_interval".into(), "must be at least 10ms".into()));
+        }
+        if self.sources.max_open_files == 0 {
+            p.push(("sources.max_open_files".into(), "must be greater than 0".into()));
+        }
         for (i, src) in self.sources.files.iter().enumerate() {
+            validate_file_source(p, i, src);
             if src.include.is_empty() {
                 p.push((format!("sources.files[{i}].include"), "needs at least one glob".into()));
             }
@@ -336,6 +494,61 @@ impl Validate for AgentConfig {
             for name in src.labels.keys() {
                 check_label_name(p, format!("sources.files[{i}].labels.{name}"), name);
             }
+        }
+    }
+}
+
+fn check_regex(p: &mut Vec<(String, String)>, key: String, re: &str) {
+    if !re.is_empty()
+        && let Err(e) = regex::Regex::new(re)
+    {
+        let msg = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
+        p.push((key, format!("invalid regex {re:?}: {msg}")));
+    }
+}
+
+fn validate_file_source(p: &mut Vec<(String, String)>, i: usize, src: &FileSource) {
+    let key = |k: &str| format!("sources.files[{i}].{k}");
+    if src.max_line_bytes < 16 {
+        p.push((key("max_line_bytes"), "must be at least 16".into()));
+    }
+    check_regex(p, key("keep_lines"), &src.keep_lines);
+    check_regex(p, key("drop_lines"), &src.drop_lines);
+    let m = &src.multiline;
+    check_regex(p, key("multiline.start_pattern"), &m.start_pattern);
+    check_regex(p, key("multiline.continuation_pattern"), &m.continuation_pattern);
+    let set = [m.preset != MultilinePreset::None, !m.start_pattern.is_empty(), !m.continuation_pattern.is_empty()];
+    if set.iter().filter(|s| **s).count() > 1 {
+        p.push((key("multiline"), "set only one of preset, start_pattern and continuation_pattern".into()));
+    }
+    if m.max_lines == 0 {
+        p.push((key("multiline.max_lines"), "must be greater than 0".into()));
+    }
+    let parse = &src.parse;
+    match parse.format {
+        ParseFormat::Regex if parse.regex.is_empty() => {
+            p.push((key("parse.regex"), "format = \"regex\" needs a regex with named captures".into()));
+        }
+        ParseFormat::Regex => {
+            check_regex(p, key("parse.regex"), &parse.regex);
+            if let Ok(re) = regex::Regex::new(&parse.regex)
+                && re.capture_names().flatten().next().is_none()
+            {
+                p.push((key("parse.regex"), "has no named capture such as (?P<level>\\w+)".into()));
+            }
+        }
+        ParseFormat::None if !parse.regex.is_empty() => {
+            p.push((key("parse.regex"), "is only used with format = \"regex\"".into()));
+        }
+        _ => {}
+    }
+    if parse.format == ParseFormat::None && (!parse.labels.is_empty() || !parse.timestamp_field.is_empty()) {
+        p.push((key("parse.format"), "labels and timestamp_field need a format (json, logfmt or regex)".into()));
+    }
+    for (j, name) in parse.labels.iter().enumerate() {
+        check_label_name(p, format!("sources.files[{i}].parse.labels[{j}]"), name);
+        if name == "job" || name == "host" || name == "filename" {
+            p.push((format!("sources.files[{i}].parse.labels[{j}]"), format!("{name:?} is set by the agent")));
         }
     }
 }
@@ -365,5 +578,32 @@ mod tests {
         assert_eq!(c.collector.url, "http://x:1");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/d"));
         assert_eq!(c.collector.token_from_env.as_deref(), Some("t"));
+    }
+
+    fn problems(src: FileSource) -> Vec<(String, String)> {
+        let mut c = AgentConfig::default();
+        c.sources.files = vec![src];
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        p
+    }
+
+    #[test]
+    fn file_source_checks_name_the_key() {
+        let mut s = FileSource::default();
+        s.multiline.preset = MultilinePreset::Java;
+        s.multiline.start_pattern = "^x".into();
+        s.keep_lines = "(".into();
+        s.parse.format = ParseFormat::Regex;
+        s.parse.regex = "^\\w+".into();
+        s.parse.labels = vec!["bad-name".into(), "job".into()];
+        let p = problems(s);
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"sources.files[0].multiline"), "{p:?}");
+        assert!(keys.contains(&"sources.files[0].keep_lines"), "{p:?}");
+        assert!(keys.contains(&"sources.files[0].parse.regex"), "{p:?}");
+        assert!(keys.contains(&"sources.files[0].parse.labels[0]"), "{p:?}");
+        assert!(keys.contains(&"sources.files[0].parse.labels[1]"), "{p:?}");
+        assert!(problems(FileSource::default()).is_empty());
     }
 }

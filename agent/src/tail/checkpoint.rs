@@ -1,0 +1,343 @@
+//! Where each file was read up to, on disk, moved only by acknowledgements.
+//!
+//! One store file, `<data_dir>/tail/checkpoints`, holds a record per followed file: its path,
+//! dev and inode, head digest, and the offset and mark of the end of the last line the receiver
+//! acknowledged. It is replaced atomically (write `checkpoints.tmp`, fsync, rename, fsync the
+//! directory) and framed as `magic, version, length, CRC-32, JSON body`, so a torn or corrupted
+//! file is detected: it is then renamed aside (`checkpoints.corrupt-<unix time>`), logged,
+//! counted, and the agent starts as on a first start instead of refusing to.
+//!
+//! A single thread owns the records. The tailer tells it about files (`Track`, `Head`,
+//! `Release`); sinks finish batch receipts, which send `Acked` with the positions the batch
+//! covered. Receipts finish in batch order, so an offset only ever moves past lines that are
+//! stored by the receiver.
+
+use super::identity::Digest;
+use crate::telemetry::TailTelemetry;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const MAGIC: &[u8; 8] = b"OSPRYCKP";
+const VERSION: u32 = 1;
+const FILE: &str = "checkpoints";
+const TMP: &str = "checkpoints.tmp";
+/// A store larger than this is not read (a corrupt length field must not allocate gigabytes).
+const MAX_STORE_BYTES: usize = 256 << 20;
+
+/// What is saved about one file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The tailer's id for this file (increasing; a truncated file gets a new id).
+    pub id: u64,
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub head: Digest,
+    /// End of the last acknowledged line.
+    pub offset: u64,
+    /// Digest of the bytes before `offset`.
+    pub mark: Digest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    next_id: u64,
+    records: Vec<Record>,
+}
+
+/// A position a batch covered: the file's lines up to `offset` are in this or earlier batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub id: u64,
+    pub offset: u64,
+    pub mark: Digest,
+}
+
+pub enum Msg {
+    /// A file is followed from `record.offset` (new, re-based after a truncation, or resumed).
+    Track(Record),
+    /// The file's head digest grew (it was shorter than `HEAD_BYTES`).
+    Head { id: u64, head: Digest },
+    /// The file was renamed or is seen under another path.
+    Path { id: u64, path: PathBuf },
+    /// A batch holding these positions was delivered (or refused for good).
+    Acked { positions: Vec<Position>, created: Instant },
+    /// The file is no longer followed; forget it once its lines up to `end` are acknowledged.
+    Release { id: u64, end: u64 },
+}
+
+/// The store as loaded at start.
+pub struct Loaded {
+    pub records: Vec<Record>,
+    pub next_id: u64,
+    /// A valid store existed (this is not a first start).
+    pub existed: bool,
+}
+
+/// Reads the store in `dir`. A missing store is a first start; a corrupt one is set aside.
+pub fn load(dir: &Path, telemetry: &TailTelemetry) -> Loaded {
+    let path = dir.join(FILE);
+    let _ = std::fs::remove_file(dir.join(TMP));
+    let first = Loaded { records: vec![], next_id: 1, existed: false };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return first,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the tail checkpoints; starting as on a first start");
+            telemetry.checkpoint_corruptions.inc();
+            return first;
+        }
+    };
+    match decode(&bytes) {
+        Ok(body) => Loaded { records: body.records, next_id: body.next_id.max(1), existed: true },
+        Err(problem) => {
+            let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let aside = dir.join(format!("checkpoints.corrupt-{secs}"));
+            let moved = std::fs::rename(&path, &aside);
+            telemetry.checkpoint_corruptions.inc();
+            tracing::error!(
+                path = %path.display(),
+                problem,
+                set_aside = %aside.display(),
+                moved = moved.is_ok(),
+                "the tail checkpoints are corrupt; they were set aside and files are read as on a first start (read_from)"
+            );
+            first
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Body, String> {
+    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        return Err("not an osprey checkpoint file (bad magic or too short)".into());
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != VERSION {
+        return Err(format!("unsupported version {version} (this agent reads {VERSION})"));
+    }
+    let len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
+    let crc = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    let body = &bytes[20..];
+    if len > MAX_STORE_BYTES || body.len() != len {
+        return Err(format!("length field says {len} bytes, file holds {}", body.len()));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("invalid body: {e}"))
+}
+
+fn encode(body: &Body) -> Vec<u8> {
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    let mut out = Vec::with_capacity(json.len() + 20);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Replaces the store atomically: tmp file, fsync, rename, fsync of the directory.
+fn save(dir: &Path, body: &Body) -> std::io::Result<()> {
+    let tmp = dir.join(TMP);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&encode(body))?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The thread that owns the records. Returns when every sender is gone, after a last write.
+pub struct Checkpointer {
+    dir: PathBuf,
+    records: BTreeMap<u64, Record>,
+    /// id -> offset after which the record is forgotten.
+    releasing: BTreeMap<u64, u64>,
+    next_id: u64,
+    interval: Duration,
+    telemetry: TailTelemetry,
+}
+
+impl Checkpointer {
+    pub fn new(dir: PathBuf, next_id: u64, interval: Duration, telemetry: TailTelemetry) -> Self {
+        Checkpointer { dir, records: BTreeMap::new(), releasing: BTreeMap::new(), next_id, interval, telemetry }
+    }
+
+    /// Applies one message; returns whether the records changed.
+    fn apply(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Track(r) => {
+                self.next_id = self.next_id.max(r.id + 1);
+                self.records.insert(r.id, r);
+            }
+            Msg::Head { id, head } => {
+                if let Some(r) = self.records.get_mut(&id) {
+                    r.head = head;
+                }
+            }
+            Msg::Path { id, path } => {
+                if let Some(r) = self.records.get_mut(&id) {
+                    r.path = path;
+                }
+            }
+            Msg::Acked { positions, created } => {
+                self.telemetry.ack_seconds.observe(created.elapsed().as_secs_f64());
+                for p in positions {
+                    if let Some(r) = self.records.get_mut(&p.id) {
+                        r.offset = p.offset;
+                        r.mark = p.mark;
+                    }
+                    if self.releasing.get(&p.id).is_some_and(|end| p.offset >= *end) {
+                        self.releasing.remove(&p.id);
+                        self.records.remove(&p.id);
+                    }
+                }
+            }
+            Msg::Release { id, end } => {
+                if self.records.get(&id).is_none_or(|r| r.offset >= end) {
+                    self.records.remove(&id);
+                } else {
+                    self.releasing.insert(id, end);
+                }
+            }
+        }
+        true
+    }
+
+    fn write(&mut self) {
+        let body = Body { next_id: self.next_id, records: self.records.values().cloned().collect() };
+        match save(&self.dir, &body) {
+            Ok(()) => {
+                self.telemetry.checkpoint_writes.inc();
+            }
+            Err(e) => {
+                self.telemetry.checkpoint_write_failures.inc();
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot write the tail checkpoints; will retry on the next acknowledgement");
+            }
+        };
+    }
+
+    pub fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut dirty = false;
+        let mut last_write = Instant::now() - self.interval;
+        loop {
+            let msg = if dirty {
+                let wait = self.interval.saturating_sub(last_write.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                }
+            };
+            if let Some(m) = msg {
+                dirty |= self.apply(m);
+                // Coalesce whatever else is already waiting into the same write.
+                while let Ok(m) = rx.try_recv() {
+                    dirty |= self.apply(m);
+                }
+            }
+            if dirty && last_write.elapsed() >= self.interval {
+                self.write();
+                last_write = Instant::now();
+                dirty = false;
+            }
+        }
+        while let Ok(m) = rx.try_recv() {
+            dirty |= self.apply(m);
+        }
+        if dirty {
+            self.write();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn telemetry() -> TailTelemetry {
+        TailTelemetry::new(&mut prometheus_client::registry::Registry::default())
+    }
+
+    fn rec(id: u64) -> Record {
+        Record {
+            id,
+            path: PathBuf::from("/var/log/a.log"),
+            dev: 1,
+            ino: 2,
+            head: Digest { len: 10, crc: 3 },
+            offset: 0,
+            mark: Digest::default(),
+        }
+    }
+
+    #[test]
+    fn acks_move_offsets_and_releases_wait_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = telemetry();
+        let (tx, rx) = mpsc::channel();
+        let cp = Checkpointer::new(dir.path().to_path_buf(), 1, Duration::ZERO, t.clone());
+        let h = std::thread::spawn(move || cp.run(rx));
+        tx.send(Msg::Track(rec(1))).unwrap();
+        tx.send(Msg::Track(rec(2))).unwrap();
+        let pos = |id, offset| Position { id, offset, mark: Digest { len: 4, crc: 9 } };
+        tx.send(Msg::Acked { positions: vec![pos(1, 100), pos(2, 5)], created: Instant::now() }).unwrap();
+        tx.send(Msg::Release { id: 2, end: 50 }).unwrap();
+        tx.send(Msg::Acked { positions: vec![pos(1, 200)], created: Instant::now() }).unwrap();
+        drop(tx);
+        h.join().unwrap();
+        let loaded = load(dir.path(), &t);
+        assert!(loaded.existed);
+        assert_eq!(loaded.records.len(), 2, "id 2 is kept until acked to 50");
+        assert_eq!(loaded.records[0].offset, 200);
+        assert_eq!(loaded.next_id, 3);
+
+        let (tx, rx) = mpsc::channel();
+        let cp = Checkpointer::new(dir.path().to_path_buf(), 3, Duration::ZERO, t.clone());
+        let h = std::thread::spawn(move || cp.run(rx));
+        tx.send(Msg::Track(loaded.records[1].clone())).unwrap();
+        tx.send(Msg::Release { id: 2, end: 50 }).unwrap();
+        tx.send(Msg::Acked { positions: vec![pos(2, 50)], created: Instant::now() }).unwrap();
+        drop(tx);
+        h.join().unwrap();
+        assert!(load(dir.path(), &t).records.is_empty());
+    }
+
+    #[test]
+    fn corrupt_stores_are_set_aside_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = telemetry();
+        let body = Body { next_id: 7, records: vec![rec(5)] };
+        let good = encode(&body);
+        for bad in [
+            good[..good.len() - 3].to_vec(),
+            {
+                let mut b = good.clone();
+                b[30] ^= 1;
+                b
+            },
+            b"garbage".to_vec(),
+            vec![0u8; 4096],
+        ] {
+            std::fs::write(dir.path().join(FILE), &bad).unwrap();
+            let l = load(dir.path(), &t);
+            assert!(!l.existed && l.records.is_empty());
+            assert!(!dir.path().join(FILE).exists(), "set aside");
+        }
+        assert_eq!(t.checkpoint_corruptions.get(), 4);
+        save(dir.path(), &body).unwrap();
+        let l = load(dir.path(), &t);
+        assert_eq!((l.existed, l.next_id, l.records), (true, 7, vec![rec(5)]));
+    }
+}
