@@ -64,7 +64,9 @@ enum RoleArg {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only on a terminal: under systemd or in a file, escape codes are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 fn main() -> ExitCode {
@@ -112,10 +114,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = osprey_config::load_agent(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging();
             runtime()?.block_on(async move {
+                let signals = Signals::install()?;
                 let agent = osprey_agent::start(cfg).await?;
                 announce("agent", agent.addr);
                 systemd::started("agent");
-                wait_for_signal().await;
+                signals.wait().await;
                 systemd::stopping();
                 agent.shutdown(Duration::from_secs(10)).await;
                 Ok(ExitCode::SUCCESS)
@@ -125,10 +128,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = osprey_config::load_collector(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging();
             runtime()?.block_on(async move {
+                let signals = Signals::install()?;
                 let collector = osprey_collector::start(cfg).await?;
                 announce("collector", collector.addr);
                 systemd::started("collector");
-                wait_for_signal().await;
+                signals.wait().await;
                 systemd::stopping();
                 collector.shutdown().await?;
                 Ok(ExitCode::SUCCESS)
@@ -155,21 +159,29 @@ fn toml_of<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     toml::to_string_pretty(value).context("cannot render the default configuration")
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+/// SIGTERM and SIGINT handlers, installed *before* a role announces that it listens, so a
+/// supervisor that stops the process right after the announcement gets a graceful shutdown, not
+/// the default action of the signal.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        })
     }
-    tracing::info!("shutting down");
+
+    /// Waits for SIGINT or SIGTERM.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        tracing::info!("shutting down");
+    }
 }

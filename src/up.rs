@@ -42,6 +42,7 @@ mod humantime_arg {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let signals = crate::Signals::install()?;
     let data_dir = std::path::absolute(&args.data_dir)?;
     let mut collector_cfg = CollectorConfig { data_dir: data_dir.join("collector"), ..CollectorConfig::default() };
     collector_cfg.server.listen = args.listen;
@@ -69,7 +70,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     drop(out);
 
     crate::systemd::started("up");
-    crate::wait_for_signal().await;
+    signals.wait().await;
     crate::systemd::stopping();
     agent.shutdown(Duration::from_secs(10)).await;
     collector.shutdown().await?;
