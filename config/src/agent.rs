@@ -1,5 +1,6 @@
 //! The agent's configuration (`agent.toml`).
 
+use crate::tls::{ClientTls, ServerTls};
 use crate::{Duration, Validate, check_http_url};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,11 +45,19 @@ impl Default for AgentConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AgentServer {
     pub listen: SocketAddr,
+    /// File holding a token that `/metrics` requires as `Authorization: Bearer <token>`
+    /// (at least 16 characters). Empty: `/metrics` is open. `/ready` is always open.
+    pub bearer_token_file: String,
+    pub tls: ServerTls,
 }
 
 impl Default for AgentServer {
     fn default() -> Self {
-        AgentServer { listen: SocketAddr::from(([127, 0, 0, 1], 9101)) }
+        AgentServer {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            bearer_token_file: String::new(),
+            tls: ServerTls::default(),
+        }
     }
 }
 
@@ -76,6 +85,8 @@ pub struct Output {
     /// First retry delay; doubles on each failure up to `retry_max_backoff`, with jitter.
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
+    /// How https receivers are verified, and the client certificate for mutual TLS.
+    pub tls: ClientTls,
     /// Token read from `OSPREY_AUTH_TOKEN`; never written to or read from the file.
     #[serde(skip)]
     pub token_from_env: Option<String>,
@@ -94,6 +105,7 @@ impl Default for Output {
             batch_max_wait: Duration::from_secs(1),
             retry_initial_backoff: Duration::from_millis(250),
             retry_max_backoff: Duration::from_secs(30),
+            tls: ClientTls::default(),
             token_from_env: None,
         }
     }
@@ -427,6 +439,8 @@ impl Validate for AgentConfig {
                 p.push((key.into(), msg));
             }
         }
+        self.server.tls.validate("server.tls", p);
+        self.collector.tls.validate("collector.tls", p);
         if self.collector.batch_max_bytes == 0 {
             p.push(("collector.batch_max_bytes".into(), "must be greater than 0".into()));
         }

@@ -1,5 +1,6 @@
 //! The collector's configuration (`collector.toml`).
 
+use crate::tls::ServerTls;
 use crate::{Duration, Validate, check_http_url};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ pub struct CollectorConfig {
     pub server: CollectorServer,
     pub logs: Logs,
     pub metrics: Metrics,
+    pub auth: Auth,
+    pub limits: Limits,
 }
 
 impl Default for CollectorConfig {
@@ -24,6 +27,8 @@ impl Default for CollectorConfig {
             server: CollectorServer::default(),
             logs: Logs::default(),
             metrics: Metrics::default(),
+            auth: Auth::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -38,8 +43,19 @@ pub struct CollectorServer {
     pub max_body_bytes: usize,
     /// Largest body after snappy or gzip decompression (400 above it).
     pub max_decompressed_bytes: usize,
-    /// Whole-request time limit.
+    /// Whole-request time limit, from the end of the headers to the end of the answer: reading
+    /// the body (408 when it is not in by then) and running the handler (504).
     pub request_timeout: Duration,
+    /// Longest wait for a request's headers, counted from the connection's start (TLS handshake
+    /// included) or from the end of the previous answer: it cuts slow-header senders and is also
+    /// the keep-alive idle timeout.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers); larger is answered 431.
+    pub max_header_bytes: usize,
+    /// Most connections open at once; further connections are closed at once and counted
+    /// (`osprey_http_connections_refused_total{reason="limit"}`).
+    pub max_connections: usize,
+    pub tls: ServerTls,
 }
 
 impl Default for CollectorServer {
@@ -49,8 +65,167 @@ impl Default for CollectorServer {
             max_body_bytes: 16 << 20,
             max_decompressed_bytes: 64 << 20,
             request_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 << 10,
+            max_connections: 8192,
+            tls: ServerTls::default(),
         }
     }
+}
+
+/// `[auth]`: bearer tokens, each with scopes and tenants. The secrets live in files, one token
+/// per file, never in this config.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Every request except `/ready` and `/health` (and `/metrics` when `public_metrics`) needs
+    /// `Authorization: Bearer <token>` with the scope its endpoint needs.
+    pub enabled: bool,
+    /// With auth off the collector refuses to listen anywhere but loopback; `true` allows it
+    /// (a trusted network, or a proxy in front that authenticates).
+    pub allow_unauthenticated: bool,
+    /// Serve `/metrics` without a token even when auth is on (it names tenants in labels).
+    pub public_metrics: bool,
+    /// The tokens (`[[auth.tokens]]`).
+    pub tokens: Vec<Token>,
+}
+
+/// What a token allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Write: Loki push and remote_write.
+    Push,
+    /// Read: the Loki query API (tail included), the Prometheus API and `/federate`.
+    Query,
+    /// Operations: everything under `/-/` (reload).
+    Admin,
+    /// The collector's own `/metrics` (all tenants' names appear in its labels).
+    Metrics,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Push => "push",
+            Scope::Query => "query",
+            Scope::Admin => "admin",
+            Scope::Metrics => "metrics",
+        }
+    }
+}
+
+/// One `[[auth.tokens]]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Token {
+    /// Names the token in logs and errors (the secret itself is never logged).
+    pub name: String,
+    /// File whose content (surrounding whitespace trimmed) is the secret: at least 16
+    /// characters, no whitespace. Read at start and on reload.
+    pub file: String,
+    /// What the token allows: any of "push", "query", "admin", "metrics".
+    pub scopes: Vec<Scope>,
+    /// Tenants the token acts for. One: always that tenant, whatever `X-Scope-OrgID` says.
+    /// Several: `X-Scope-OrgID` picks one of them (the first when absent; another is 403).
+    /// `["*"]`: any tenant, by `X-Scope-OrgID` (else `logs.default_tenant`).
+    pub tenants: Vec<String>,
+}
+
+/// `[limits]`: per-tenant limits (each tenant gets its own allowance), with overrides per
+/// tenant in `[limits.tenants.<name>]`. 0 turns a limit off.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Log ingest rate in line bytes per second (Loki's `ingestion_rate_mb`); above it pushes
+    /// are answered 429. 0: none.
+    pub log_bytes_per_second: u64,
+    /// Line bytes a tenant may push at once above the rate (Loki's `ingestion_burst_size_mb`);
+    /// at least `log_bytes_per_second`. 0: equal to the rate.
+    pub log_burst_bytes: u64,
+    /// Metric ingest rate in samples per second; above it remote_writes are answered 429.
+    /// 0: none.
+    pub samples_per_second: u64,
+    /// Samples a tenant may write at once above the rate. 0: equal to the rate.
+    pub sample_burst: u64,
+    /// Query requests (Loki, Prometheus, `/federate`) of one tenant running at once; more are
+    /// answered 429. 0: only `logs.max_concurrent_queries` over all tenants.
+    pub max_concurrent_queries: usize,
+    /// Overrides by tenant (`[limits.tenants.team-a] log_bytes_per_second = 1048576`).
+    pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+/// One tenant's limits; unset keys fall back to `[limits]`, `logs.max_streams_per_tenant` and
+/// `metrics.max_series_per_tenant`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    pub log_bytes_per_second: Option<u64>,
+    pub log_burst_bytes: Option<u64>,
+    pub samples_per_second: Option<u64>,
+    pub sample_burst: Option<u64>,
+    pub max_concurrent_queries: Option<usize>,
+    /// Active log streams (overrides `logs.max_streams_per_tenant`).
+    pub max_streams: Option<usize>,
+    /// Active metric series (overrides `metrics.max_series_per_tenant`).
+    pub max_series: Option<usize>,
+}
+
+/// The limits in force for one tenant, overrides applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    pub log_bytes_per_second: u64,
+    pub log_burst_bytes: u64,
+    pub samples_per_second: u64,
+    pub sample_burst: u64,
+    pub max_concurrent_queries: usize,
+    pub max_streams: usize,
+    pub max_series: usize,
+}
+
+impl CollectorConfig {
+    /// The limits of `tenant`: its `[limits.tenants.<name>]` over `[limits]` and the stores'
+    /// per-tenant bounds. A burst of 0 means one second's worth of the rate.
+    pub fn limits_for(&self, tenant: &str) -> EffectiveLimits {
+        let l = &self.limits;
+        let t = l.tenants.get(tenant);
+        let pick = |o: Option<Option<u64>>, d: u64| o.flatten().unwrap_or(d);
+        let log_rate = pick(t.map(|t| t.log_bytes_per_second), l.log_bytes_per_second);
+        let sample_rate = pick(t.map(|t| t.samples_per_second), l.samples_per_second);
+        let log_burst = pick(t.map(|t| t.log_burst_bytes), l.log_burst_bytes);
+        let sample_burst = pick(t.map(|t| t.sample_burst), l.sample_burst);
+        EffectiveLimits {
+            log_bytes_per_second: log_rate,
+            log_burst_bytes: if log_burst == 0 { log_rate } else { log_burst },
+            samples_per_second: sample_rate,
+            sample_burst: if sample_burst == 0 { sample_rate } else { sample_burst },
+            max_concurrent_queries: t
+                .and_then(|t| t.max_concurrent_queries)
+                .unwrap_or(l.max_concurrent_queries),
+            max_streams: t.and_then(|t| t.max_streams).unwrap_or(self.logs.max_streams_per_tenant),
+            max_series: t.and_then(|t| t.max_series).unwrap_or(self.metrics.max_series_per_tenant),
+        }
+    }
+}
+
+/// Whether `id` is a tenant name Loki accepts in `X-Scope-OrgID`: 1 to 150 bytes of
+/// `[a-zA-Z0-9!-_.*'()]`, not `.` or `..`. `Err` says what is wrong.
+pub fn check_tenant_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("a tenant name must not be empty".into());
+    }
+    if id.len() > 150 {
+        return Err(format!("tenant name of {} bytes is longer than 150", id.len()));
+    }
+    if id == "." || id == ".." {
+        return Err(format!("tenant name {id:?} is not allowed"));
+    }
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c))) {
+        return Err(format!(
+            "tenant name {id:?} holds {c:?}; allowed are letters, digits and !-_.*'() (one tenant per request)"
+        ));
+    }
+    Ok(())
 }
 
 /// When the WAL is fsynced relative to acknowledging a push.
@@ -404,10 +579,111 @@ impl Validate for CollectorConfig {
         if self.logs.max_concurrent_queries == 0 {
             p.push(("logs.max_concurrent_queries".into(), "must be greater than 0".into()));
         }
-        if self.logs.default_tenant.is_empty() {
-            p.push(("logs.default_tenant".into(), "must not be empty".into()));
+        if let Err(e) = check_tenant_id(&self.logs.default_tenant) {
+            p.push(("logs.default_tenant".into(), e));
         }
         self.metrics.validate(p);
+        self.validate_server(p);
+        self.validate_auth(p);
+        self.validate_limits(p);
+    }
+}
+
+impl CollectorConfig {
+    fn validate_server(&self, p: &mut Vec<(String, String)>) {
+        let s = &self.server;
+        if s.request_timeout.get() < std::time::Duration::from_millis(100) {
+            p.push(("server.request_timeout".into(), "must be at least 100ms".into()));
+        }
+        if s.header_read_timeout.get() < std::time::Duration::from_millis(100) {
+            p.push(("server.header_read_timeout".into(), "must be at least 100ms".into()));
+        }
+        if !(8192..=16 << 20).contains(&s.max_header_bytes) {
+            p.push(("server.max_header_bytes".into(), "must be between 8192 and 16777216".into()));
+        }
+        if s.max_connections == 0 {
+            p.push(("server.max_connections".into(), "must be greater than 0".into()));
+        }
+        s.tls.validate("server.tls", p);
+    }
+
+    fn validate_auth(&self, p: &mut Vec<(String, String)>) {
+        let a = &self.auth;
+        if !a.enabled && !a.allow_unauthenticated && !self.server.listen.ip().is_loopback() {
+            p.push((
+                "server.listen".into(),
+                format!(
+                    "{} is reachable from other hosts but auth is off: set auth.enabled = true with [[auth.tokens]], \
+                     or auth.allow_unauthenticated = true to accept anyone who can connect",
+                    self.server.listen
+                ),
+            ));
+        }
+        if a.enabled && a.tokens.is_empty() {
+            p.push(("auth.tokens".into(), "auth.enabled needs at least one [[auth.tokens]]".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, t) in a.tokens.iter().enumerate() {
+            let key = |k: &str| format!("auth.tokens[{i}].{k}");
+            if t.name.is_empty() || !t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                p.push((key("name"), "must be a non-empty name of letters, digits, '_' and '-'".into()));
+            } else if !names.insert(t.name.as_str()) {
+                p.push((key("name"), format!("{:?} is used by another token", t.name)));
+            }
+            if t.file.is_empty() {
+                p.push((key("file"), "must name the file holding the secret".into()));
+            }
+            if t.scopes.is_empty() {
+                p.push((key("scopes"), "needs at least one of \"push\", \"query\", \"admin\", \"metrics\"".into()));
+            }
+            let tenant_scoped = t.scopes.iter().any(|s| matches!(s, Scope::Push | Scope::Query));
+            if tenant_scoped && t.tenants.is_empty() {
+                p.push((key("tenants"), "a push or query token needs its tenants (or [\"*\"] for any)".into()));
+            }
+            if t.tenants.iter().any(|x| x == "*") && t.tenants.len() > 1 {
+                p.push((key("tenants"), "\"*\" (any tenant) must be the only entry".into()));
+            }
+            for (j, tenant) in t.tenants.iter().enumerate() {
+                if tenant != "*"
+                    && let Err(e) = check_tenant_id(tenant)
+                {
+                    p.push((format!("auth.tokens[{i}].tenants[{j}]"), e));
+                }
+            }
+        }
+    }
+
+    fn validate_limits(&self, p: &mut Vec<(String, String)>) {
+        let l = &self.limits;
+        let burst = |p: &mut Vec<(String, String)>, key: &str, rate: u64, burst: u64| {
+            if burst != 0 && burst < rate {
+                p.push((key.into(), format!("must be 0 (one second's worth) or at least the rate ({rate})")));
+            }
+        };
+        burst(p, "limits.log_burst_bytes", l.log_bytes_per_second, l.log_burst_bytes);
+        burst(p, "limits.sample_burst", l.samples_per_second, l.sample_burst);
+        for (name, t) in &l.tenants {
+            if let Err(e) = check_tenant_id(name) {
+                p.push((format!("limits.tenants.{name}"), e));
+                continue;
+            }
+            let eff = self.limits_for(name);
+            if t.log_burst_bytes.is_some() || t.log_bytes_per_second.is_some() {
+                burst(p, &format!("limits.tenants.{name}.log_burst_bytes"), eff.log_bytes_per_second, eff.log_burst_bytes);
+            }
+            if t.sample_burst.is_some() || t.samples_per_second.is_some() {
+                burst(p, &format!("limits.tenants.{name}.sample_burst"), eff.samples_per_second, eff.sample_burst);
+            }
+            if t.max_streams == Some(0) {
+                p.push((format!("limits.tenants.{name}.max_streams"), "must be greater than 0".into()));
+            }
+            if t.max_series == Some(0) {
+                p.push((format!("limits.tenants.{name}.max_series"), "must be greater than 0".into()));
+            }
+            if t.max_series.is_some_and(|m| m > self.metrics.max_series) {
+                p.push((format!("limits.tenants.{name}.max_series"), "must be at most metrics.max_series".into()));
+            }
+        }
     }
 }
 

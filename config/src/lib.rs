@@ -12,6 +12,7 @@ pub mod collector;
 pub mod diagnostics;
 mod duration;
 pub mod scrape;
+pub mod tls;
 
 pub use agent::AgentConfig;
 pub use collector::CollectorConfig;
