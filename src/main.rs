@@ -116,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let signals = Signals::install()?;
                 let agent = osprey_agent::start(cfg).await?;
-                announce("agent", agent.addr);
+                announce("agent", &agent.url());
                 systemd::started("agent");
                 signals.wait().await;
                 systemd::stopping();
@@ -130,7 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let signals = Signals::install()?;
                 let collector = osprey_collector::start(cfg).await?;
-                announce("collector", collector.addr);
+                announce("collector", &collector.url());
                 systemd::started("collector");
                 signals.wait().await;
                 systemd::stopping();
@@ -147,11 +147,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// One line on stdout once listening, for supervisors and test harnesses (a port of 0 in the
-/// config picks a free port; this line says which).
-fn announce(role: &str, addr: std::net::SocketAddr) {
+/// config picks a free port; this line says which, and whether it is http or https).
+fn announce(role: &str, url: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "osprey {role} listening on http://{addr}");
+    let _ = writeln!(out, "osprey {role} listening on {url}");
     let _ = out.flush();
 }
 

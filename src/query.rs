@@ -47,6 +47,17 @@ pub struct QueryArgs {
     /// Tenant (X-Scope-OrgID).
     #[arg(long, env = "OSPREY_ORG_ID")]
     org_id: Option<String>,
+    /// File holding a bearer token with the query scope (collectors with `[auth]`).
+    #[arg(long, env = "OSPREY_BEARER_TOKEN_FILE")]
+    bearer_token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates that sign an https collector's certificate (default: the system's).
+    #[arg(long, env = "OSPREY_CA_FILE")]
+    ca_file: Option<String>,
+    /// PEM client certificate (and --key-file) for a collector that requires mutual TLS.
+    #[arg(long, env = "OSPREY_CERT_FILE", requires = "key_file")]
+    cert_file: Option<String>,
+    #[arg(long, env = "OSPREY_KEY_FILE", requires = "cert_file")]
+    key_file: Option<String>,
     #[arg(long, short, value_enum, default_value = "raw")]
     output: Output,
 }
@@ -59,6 +70,24 @@ enum Output {
     Jsonl,
     /// Time, the labels that differ between streams, and the line; common labels first.
     Table,
+}
+
+/// The TLS client config of `--ca-file`, `--cert-file`, `--key-file`.
+fn tls_config(args: &QueryArgs) -> anyhow::Result<rustls::ClientConfig> {
+    let tls = osprey_config::tls::ClientTls {
+        ca_file: args.ca_file.clone().unwrap_or_default(),
+        cert_file: args.cert_file.clone().unwrap_or_default(),
+        key_file: args.key_file.clone().unwrap_or_default(),
+    };
+    osprey_server::tls::client_config("query", &tls).context("--ca-file / --cert-file / --key-file")
+}
+
+/// `Authorization: Bearer <token>` from `--bearer-token-file`.
+fn authorization(args: &QueryArgs) -> anyhow::Result<Option<String>> {
+    let Some(path) = &args.bearer_token_file else { return Ok(None) };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --bearer-token-file {}", path.display()))?;
+    Ok(Some(format!("Bearer {}", token.trim())))
 }
 
 fn query_string(params: &[(&str, String)]) -> String {
@@ -85,13 +114,25 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         params.push(("step", s.clone()));
     }
     let url = format!("{}/loki/api/v1/query_range?{}", args.addr.trim_end_matches('/'), query_string(&params));
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(&args)?)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut req = http::Request::get(&url);
     if let Some(org) = &args.org_id {
         req = req.header("x-scope-orgid", org);
     }
+    if let Some(auth) = authorization(&args)? {
+        req = req.header(http::header::AUTHORIZATION, auth);
+    }
     let req = req.body(Full::new(Bytes::new()))?;
-    let resp = client.request(req).await.with_context(|| format!("cannot reach the collector at {}", args.addr))?;
+    let resp = client.request(req).await.map_err(|e| {
+        // hyper-util's error hides the cause (a refused certificate, a reset) one level down.
+        let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+        anyhow::anyhow!("cannot reach the collector at {}: {e}{cause}", args.addr)
+    })?;
     let status = resp.status();
     let body = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
     if !status.is_success() {
@@ -200,8 +241,10 @@ fn print_matrix(out: &mut impl Write, result: &Value, output: Output) -> anyhow:
 /// Follows the query through `/loki/api/v1/tail` until Ctrl-C or the collector closes it.
 async fn tail(args: &QueryArgs) -> anyhow::Result<ExitCode> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let Some(rest) = args.addr.strip_prefix("http://") else {
-        anyhow::bail!("--tail needs an http:// collector address (got {})", args.addr);
+    let (scheme, rest) = match (args.addr.strip_prefix("http://"), args.addr.strip_prefix("https://")) {
+        (Some(rest), _) => ("ws", rest),
+        (_, Some(rest)) => ("wss", rest),
+        _ => anyhow::bail!("--tail needs an http:// or https:// collector address (got {})", args.addr),
     };
     let mut params: Vec<(&str, String)> = vec![("query", args.query.clone()), ("limit", args.limit.to_string())];
     if let Some(f) = &args.from {
@@ -211,12 +254,21 @@ async fn tail(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         let start = osprey_collector::time::now_ns() - i64::try_from(since.as_nanos()).unwrap_or(i64::MAX);
         params.push(("start", start.to_string()));
     }
-    let url = format!("ws://{}/loki/api/v1/tail?{}", rest.trim_end_matches('/'), query_string(&params));
+    let url = format!("{scheme}://{}/loki/api/v1/tail?{}", rest.trim_end_matches('/'), query_string(&params));
     let mut req = url.as_str().into_client_request().context("building the tail request")?;
     if let Some(org) = &args.org_id {
         req.headers_mut().insert("x-scope-orgid", org.parse().context("--org-id is not a valid header value")?);
     }
-    let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+    if let Some(auth) = authorization(args)? {
+        req.headers_mut().insert(http::header::AUTHORIZATION, auth.parse().context("the token is not a valid header value")?);
+    }
+    // wss: our own TLS stream (rustls with --ca-file), then the websocket handshake over it.
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls_config(args)?));
+    let connected = match scheme {
+        "wss" => tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector)).await,
+        _ => tokio_tungstenite::connect_async(req).await,
+    };
+    let (mut ws, _) = match connected {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();

@@ -38,9 +38,41 @@ pub struct Running {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     logs: Option<tail::LogPipeline>,
+    listener: Listener,
+}
+
+/// What a reload may change on the agent's own listener.
+#[derive(Clone)]
+struct Listener {
+    tls: Option<Arc<osprey_server::ReloadingTls>>,
+    token: Arc<std::sync::RwLock<Option<osprey_server::token::Digest>>>,
 }
 
 impl Running {
+    /// `https://ADDR` or `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", if self.listener.tls.is_some() { "https" } else { "http" }, self.addr)
+    }
+
+    /// The security half of a config reload for the agent's listener: the `[server.tls]` files
+    /// and `server.bearer_token_file` are read again. Everything is checked before anything
+    /// changes; on error nothing did. Switching TLS on or off needs a restart. (The client side,
+    /// `[collector.tls]`, is read when the sinks are built.)
+    pub fn reload_security(&self, cfg: &AgentConfig) -> anyhow::Result<()> {
+        let files = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls);
+        let tls = match (&self.listener.tls, files) {
+            (Some(_), Some(f)) => Some(f.server_config().map(|_| f)?),
+            (None, None) => None,
+            _ => anyhow::bail!("server.tls: switching TLS on or off needs a restart"),
+        };
+        let token = read_metrics_token(cfg)?;
+        if let (Some(running), Some(files)) = (&self.listener.tls, tls) {
+            running.reload_with(files)?;
+        }
+        *self.listener.token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+        Ok(())
+    }
+
     /// Stops reading, lets sinks deliver what is queued (bounded by `grace`), saves the file
     /// checkpoints, and returns.
     pub async fn shutdown(mut self, grace: Duration) {
@@ -71,6 +103,24 @@ fn read_token(cfg: &AgentConfig) -> anyhow::Result<Option<String>> {
     Ok(Some(t.trim().to_string()))
 }
 
+fn read_metrics_token(cfg: &AgentConfig) -> anyhow::Result<Option<osprey_server::token::Digest>> {
+    let path = &cfg.server.bearer_token_file;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(osprey_server::token::Digest::read_file("server.bearer_token_file", path)?))
+}
+
+/// Limits of the agent's own listener: it serves `/metrics` to one or two scrapers.
+const LISTENER: osprey_server::ListenerOptions = osprey_server::ListenerOptions {
+    max_connections: 128,
+    header_read_timeout: Duration::from_secs(30),
+    max_header_bytes: 16 << 10,
+    drain_timeout: Duration::from_secs(5),
+};
+/// Longest a `/metrics` answer may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Starts the agent: tailer, host metrics, sinks and its own HTTP server.
 pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
     let host = hostname(&cfg);
@@ -78,6 +128,11 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
     let telemetry = telemetry::Telemetry::new(&mut registry);
     let (stop, shutdown) = watch::channel(false);
     let token = read_token(&cfg)?;
+    let listener_tls = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls)
+        .map(osprey_server::ReloadingTls::load)
+        .transpose()?;
+    let listener_state = Listener { tls: listener_tls, token: Arc::new(std::sync::RwLock::new(read_metrics_token(&cfg)?)) };
+    let client_tls = Arc::new(osprey_server::tls::client_config("collector.tls", &cfg.collector.tls)?);
     let out = &cfg.collector;
     let sender = |sink: &'static str, url: String, headers: &[(&str, &str)]| {
         sink::http::HttpSender::new(
@@ -90,6 +145,7 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
                 timeout: out.timeout.get(),
                 initial_backoff: out.retry_initial_backoff.get(),
                 max_backoff: out.retry_max_backoff.get(),
+                tls: Some(client_tls.clone()),
             },
             telemetry.clone(),
         )
@@ -191,18 +247,55 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
     let addr = listener.local_addr()?;
-    let app = server_router(Arc::new(registry), snapshot);
+    let listener_metrics = osprey_server::ListenerMetrics::default();
+    listener_metrics.register(registry.sub_registry_with_prefix("osprey_agent"));
+    if let Some(tls) = &listener_state.tls {
+        tls.register(registry.sub_registry_with_prefix("osprey_agent"));
+        tls.spawn_watcher(cfg.server.tls.reload_interval.get(), shutdown.clone());
+    }
+    let app = server_router(Arc::new(registry), snapshot)
+        .layer(axum::middleware::from_fn_with_state(listener_state.token.clone(), require_token))
+        .layer(axum::middleware::from_fn_with_state(
+            osprey_server::listener::Deadline { timeout: REQUEST_TIMEOUT, key: "the agent's 30s request limit" },
+            osprey_server::listener::within,
+        ));
     let mut stopped = shutdown.clone();
+    let tls = listener_state.tls.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "agent HTTP server failed");
-        }
+        let stopping = async move {
+            let _ = stopped.wait_for(|s| *s).await.map(|_| ());
+        };
+        osprey_server::serve(listener, app, tls, LISTENER, listener_metrics, stopping).await;
     }));
     tracing::info!(%addr, host = %host, logs = %out.logs_push_url(), metrics = %out.remote_write_url(), "agent started");
-    Ok(Running { addr, stop, tasks, logs: Some(logs) })
+    Ok(Running { addr, stop, tasks, logs: Some(logs), listener: listener_state })
+}
+
+/// `/metrics` needs `Authorization: Bearer <server.bearer_token_file>` when that is set;
+/// `/ready` never does (probes carry no token).
+async fn require_token(
+    axum::extract::State(token): axum::extract::State<Arc<std::sync::RwLock<Option<osprey_server::token::Digest>>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use osprey_server::token::{Credentials, credentials, find};
+    let expected = *token.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(expected) = expected.filter(|_| req.uri().path() != "/ready") else {
+        return next.run(req).await;
+    };
+    let problem = match credentials(req.headers()) {
+        Credentials::Bearer(t) if find(&[expected], t).is_some() => return next.run(req).await,
+        Credentials::Bearer(_) => "invalid token: it is not the one in server.bearer_token_file",
+        Credentials::None => "missing credentials: /metrics needs Authorization: Bearer <token> (server.bearer_token_file)",
+        Credentials::Unsupported => "unsupported Authorization header: send Authorization: Bearer <token>",
+    };
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"osprey-agent\"")],
+        format!("{problem}\n"),
+    )
+        .into_response()
 }
 
 fn server_router(registry: Arc<Registry>, snapshot: Arc<Mutex<Vec<host::Family>>>) -> axum::Router {

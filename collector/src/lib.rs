@@ -6,6 +6,7 @@
 //! series, with a label index). Queries come back out through the same [`http`] router in
 //! Loki's and Prometheus' shapes ([`promql`] for `/api/v1/query`).
 
+pub mod auth;
 pub mod http;
 pub mod logql;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod promql;
 pub mod selector;
 pub mod telemetry;
+pub mod tenant_limits;
 pub mod time;
 pub mod wal;
 
@@ -35,6 +37,37 @@ pub struct State {
     pub telemetry: telemetry::Telemetry,
     /// Queries running at once (`logs.max_concurrent_queries`); each holds a permit.
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Bearer tokens (`[auth]`), swapped on reload.
+    pub auth: auth::Auth,
+    /// Per-tenant ingest rates and query concurrency (`[limits]`).
+    pub limits: tenant_limits::TenantLimiter,
+    /// The listener's certificate, when `[server.tls]` is on; swapped on reload or file change.
+    pub tls: Option<Arc<osprey_server::ReloadingTls>>,
+}
+
+impl State {
+    /// The security half of a config reload: TLS files, tokens, and per-tenant limits. Every
+    /// file is read and checked before anything changes, so on error nothing did and the
+    /// running settings stay. Switching TLS on or off needs a restart (the listener is already
+    /// speaking one or the other).
+    pub fn reload_security(&self, cfg: &CollectorConfig) -> anyhow::Result<()> {
+        let files = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls);
+        let tls = match (&self.tls, files) {
+            (Some(_), Some(f)) => Some(f.server_config().map(|_| f)?),
+            (None, None) => None,
+            _ => anyhow::bail!("server.tls: switching TLS on or off needs a restart"),
+        };
+        let table = auth::TokenTable::from_config(cfg)?;
+        if let (Some(running), Some(files)) = (&self.tls, tls) {
+            running.reload_with(files)?;
+        }
+        self.auth.swap(table);
+        self.limits.reload(cfg);
+        let (streams, series) = tenant_limits::TenantLimiter::store_overrides(cfg);
+        self.logs.set_stream_limits(streams);
+        self.metrics.set_series_limits(series);
+        Ok(())
+    }
 }
 
 /// A collector that is listening. Dropping it does not stop it; call [`Running::shutdown`].
@@ -42,9 +75,24 @@ pub struct Running {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The handlers' state (weak: the server task holds the last strong reference, whose drop
+    /// closes the WAL).
+    state: std::sync::Weak<State>,
+    tls: bool,
 }
 
 impl Running {
+    /// `https://ADDR` or `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// See [`State::reload_security`]; an error when the collector has stopped.
+    pub fn reload_security(&self, cfg: &CollectorConfig) -> anyhow::Result<()> {
+        let state = self.state.upgrade().context("the collector has stopped")?;
+        state.reload_security(cfg)
+    }
+
     /// Stops accepting, lets in-flight requests finish, and closes the WAL.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -79,6 +127,11 @@ pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 /// Opens the stores (replaying the WAL) and starts serving on `cfg.server.listen`.
 pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
+    // Unusable TLS or token files stop the start before the WAL replay, with the file named.
+    let tls = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls)
+        .map(osprey_server::ReloadingTls::load)
+        .transpose()?;
+    let auth = auth::Auth::new(&cfg)?;
     let lock = lock_data_dir(&cfg.data_dir)?;
     let mut registry = Registry::default();
     let telemetry = telemetry::Telemetry::new(&mut registry);
@@ -104,9 +157,38 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let query_slots = Arc::new(tokio::sync::Semaphore::new(cfg.logs.max_concurrent_queries));
-    let state = Arc::new(State { cfg, logs, metrics, forward, registry, telemetry, query_slots });
+    let limits = tenant_limits::TenantLimiter::new(&cfg, &mut registry);
+    metrics.set_series_limits(tenant_limits::TenantLimiter::store_overrides(&cfg).1);
+    let listener_metrics = osprey_server::ListenerMetrics::default();
+    listener_metrics.register(registry.sub_registry_with_prefix("osprey"));
+    if let Some(tls) = &tls {
+        tls.register(registry.sub_registry_with_prefix("osprey"));
+    }
+    let listen_opts = osprey_server::ListenerOptions {
+        max_connections: cfg.server.max_connections,
+        header_read_timeout: cfg.server.header_read_timeout.get(),
+        max_header_bytes: cfg.server.max_header_bytes,
+        // Nothing in flight outlives a request timeout; waiting longer would be for nothing.
+        drain_timeout: cfg.server.request_timeout.get(),
+    };
+    let tls_interval = cfg.server.tls.reload_interval.get();
+    let state = Arc::new(State {
+        cfg,
+        logs,
+        metrics,
+        forward,
+        registry,
+        telemetry,
+        query_slots,
+        auth,
+        limits,
+        tls: tls.clone(),
+    });
     let (stop, mut stopped) = watch::channel(false);
     state.forward.spawn(stop.subscribe());
+    if let Some(tls) = &tls {
+        tls.spawn_watcher(tls_interval, stop.subscribe());
+    }
 
     let expiry_state = Arc::downgrade(&state);
     tokio::spawn(async move {
@@ -127,17 +209,18 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
     });
 
     let app = http::router(state.clone());
+    let weak = Arc::downgrade(&state);
+    let tls_on = tls.is_some();
     let server = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
+        let stopping = async move {
+            let _ = stopped.wait_for(|s| *s).await.map(|_| ());
+        };
+        osprey_server::serve(listener, app, tls, listen_opts, listener_metrics, stopping).await;
         // Last reference to the stores: dropping it closes the WAL after queued appends.
         drop(state);
         drop(lock);
-        result.context("collector HTTP server failed")
+        Ok(())
     });
-    tracing::info!(%addr, "collector listening");
-    Ok(Running { addr, stop, server })
+    tracing::info!(%addr, tls = tls_on, "collector listening");
+    Ok(Running { addr, stop, server, state: weak, tls: tls_on })
 }

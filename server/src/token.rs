@@ -39,6 +39,11 @@ impl Digest {
         Digest(out)
     }
 
+    /// Whether two digests are equal (constant time).
+    pub fn same(&self, other: &Digest) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+
     /// Reads a token file (`key` is the config key naming it, for errors): its content with
     /// surrounding whitespace trimmed, at least [`MIN_TOKEN_CHARS`], no inner whitespace. A file
     /// that others can read is accepted with a warning.

@@ -49,23 +49,27 @@ pub struct SenderOptions {
     pub timeout: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// How https receivers are verified (CA file, client certificate); `None`: the system's
+    /// trust store, no client certificate.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// The client config with the system's trust store and no client certificate (scrapes, and
+/// senders without `tls`).
 pub(crate) fn tls_config() -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        tracing::debug!("no system CA certificates found; https receivers will fail verification");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
-        Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
-        // The ring provider supports the default versions; this arm is unreachable in practice.
-        Err(_) => {
-            rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
+    match osprey_server::tls::client_config("tls", &osprey_config::tls::ClientTls::default()) {
+        Ok(c) => c,
+        // Without a CA file nothing is read; the ring provider supports the default versions.
+        Err(e) => {
+            tracing::error!("cannot build the TLS client config: {e}");
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+                .unwrap_or_else(|_| {
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                })
         }
     }
 }
@@ -74,7 +78,7 @@ impl HttpSender {
     pub fn new(sink: &'static str, opts: SenderOptions, telemetry: Telemetry) -> anyhow::Result<Self> {
         let url: Uri = opts.url.parse().map_err(|e| anyhow::anyhow!("invalid {sink} URL {:?}: {e}", opts.url))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
+            .with_tls_config(opts.tls.as_deref().cloned().unwrap_or_else(tls_config))
             .https_or_http()
             .enable_http1()
             .build();

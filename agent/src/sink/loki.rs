@@ -308,6 +308,7 @@ mod tests {
                 timeout: std::time::Duration::from_secs(10),
                 initial_backoff: std::time::Duration::from_millis(10),
                 max_backoff: std::time::Duration::from_millis(100),
+                tls: None,
             },
             telemetry,
         )

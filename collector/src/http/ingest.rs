@@ -46,6 +46,12 @@ pub async fn loki_push(State(state): State<AppState>, headers: HeaderMap, body: 
         }
     };
     let tenant = tenant(&headers, &state);
+    let lines: u64 = req.streams.iter().map(|s| s.entries.len() as u64).sum();
+    let bytes: u64 = req.streams.iter().flat_map(|s| &s.entries).map(|e| e.line.len() as u64).sum();
+    if let Err(msg) = state.limits.check_log_bytes(&tenant, bytes, lines) {
+        state.telemetry.reject("push", "rate_limited");
+        return text_error(StatusCode::TOO_MANY_REQUESTS, msg);
+    }
     match state.logs.push(&tenant, req).await {
         Ok(outcome) if outcome.refused.is_empty() => StatusCode::NO_CONTENT.into_response(),
         Ok(outcome) => {

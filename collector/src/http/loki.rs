@@ -819,6 +819,7 @@ pub async fn tail(
     AxumState(state): AxumState<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
+    guard: Option<axum::Extension<osprey_server::listener::ConnectionGuard>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let p = params(raw, &Bytes::new());
@@ -843,11 +844,15 @@ pub async fn tail(
     let tenant = tenant(&headers, &state);
     let categorized = categorize(&headers);
     count_query(&state, "loki_tail");
+    // The socket keeps its connection's slot (`server.max_connections`) while it lives, and
+    // ends when the listener stops.
+    let guard = guard.map(|g| g.0);
     ws.on_upgrade(move |socket| {
         tail_loop(
             socket,
             state,
             TailSpec { q, tenant, start, delay_ns: delay as i64 * 1_000_000_000, limit, categorized },
+            guard,
         )
     })
 }
@@ -861,7 +866,12 @@ struct TailSpec {
     categorized: bool,
 }
 
-async fn tail_loop(mut socket: WebSocket, state: AppState, spec: TailSpec) {
+async fn tail_loop(
+    mut socket: WebSocket,
+    state: AppState,
+    spec: TailSpec,
+    mut guard: Option<osprey_server::listener::ConnectionGuard>,
+) {
     let spec = Arc::new(spec);
     let mut cursor = spec.start;
     // Entries already sent at the cursor's timestamp: (labels, line) hashes.
@@ -869,12 +879,22 @@ async fn tail_loop(mut socket: WebSocket, state: AppState, spec: TailSpec) {
     let mut first = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        let stopping = async {
+            match guard.as_mut() {
+                Some(g) => g.stopping().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => continue,
             },
             _ = tick.tick() => {}
+            () = stopping => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
         }
         let end = now_ns() - spec.delay_ns;
         if end <= cursor {

@@ -46,6 +46,14 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), refuse_oversized))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::authorize))
+        .layer(middleware::from_fn_with_state(
+            osprey_server::listener::Deadline {
+                timeout: state.cfg.server.request_timeout.get(),
+                key: "server.request_timeout",
+            },
+            osprey_server::listener::within,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -93,7 +101,7 @@ async fn refuse_oversized(
 }
 
 /// Static names for the endpoints we route, so the label has bounded cardinality.
-fn endpoint_name(path: &str) -> &'static str {
+pub(crate) fn endpoint_name(path: &str) -> &'static str {
     match path {
         "/loki/api/v1/push" => "loki_push",
         "/api/v1/write" | "/api/v1/push" => "remote_write",
@@ -121,7 +129,8 @@ fn endpoint_name(path: &str) -> &'static str {
     }
 }
 
-/// The tenant of a request: `X-Scope-OrgID`, or the configured default.
+/// The tenant of a request: `X-Scope-OrgID`, or the configured default. Behind
+/// [`crate::auth::authorize`] the header always holds the one tenant the caller may act for.
 pub fn tenant(headers: &HeaderMap, state: &State) -> String {
     headers
         .get("x-scope-orgid")

@@ -159,11 +159,32 @@ fn count_query(state: &AppState, endpoint: &'static str) {
     state.telemetry.queries.get_or_create(&crate::telemetry::EndpointLabels { endpoint }).inc();
 }
 
-/// Runs CPU-bound work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("query task failed: {e}")))
+/// Runs CPU-bound work off the async workers, holding one of the query slots the Loki API
+/// uses too (`logs.max_concurrent_queries`: waits up to `server.request_timeout`, then 503), so
+/// Prometheus queries and `/federate` are bounded together with log queries.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    endpoint: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    let wait = state.cfg.server.request_timeout.get();
+    let Ok(Ok(permit)) = tokio::time::timeout(wait, state.query_slots.clone().acquire_owned()).await else {
+        state.telemetry.reject(endpoint, "too_many_queries");
+        return Err(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "too many queries running: {} at once (logs.max_concurrent_queries); retry later",
+                state.cfg.logs.max_concurrent_queries
+            ),
+        ));
+    };
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("query task failed: {e}")))
 }
 
 /// `/api/v1/query`: an instant query of the PromQL subset.
@@ -191,7 +212,7 @@ pub async fn query(
     let tenant = tenant(&headers, &state);
     let lookback_ms = state.metrics.config().query_lookback.get().as_millis() as i64;
     let st = state.clone();
-    let result = blocking(move || {
+    let result = blocking(&state, "query", move || {
         let cx = promql::Context { store: &st.metrics, tenant: &tenant, time_ms, lookback_ms };
         promql::eval(&expr, &cx)
     })
@@ -262,7 +283,7 @@ pub async fn series(
     };
     let tenant = tenant(&headers, &state);
     let st = state.clone();
-    let picked = match blocking(move || st.metrics.select(&tenant, &selectors, window)).await {
+    let picked = match blocking(&state, "series", move || st.metrics.select(&tenant, &selectors, window)).await {
         Err(r) => return r,
         Ok(Err(e)) => return api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", e.to_string()),
         Ok(Ok(v)) => v,
@@ -307,7 +328,7 @@ pub async fn labels(
     };
     let tenant = tenant(&headers, &state);
     let st = state.clone();
-    match blocking(move || st.metrics.label_names(&tenant, &selectors, window)).await {
+    match blocking(&state, "labels", move || st.metrics.label_names(&tenant, &selectors, window)).await {
         Ok(names) => api_success(&json_string_array(&names)),
         Err(r) => r,
     }
@@ -331,7 +352,7 @@ pub async fn label_values(
     };
     let tenant = tenant(&headers, &state);
     let st = state.clone();
-    match blocking(move || st.metrics.label_values(&tenant, &name, &selectors, window)).await {
+    match blocking(&state, "label_values", move || st.metrics.label_values(&tenant, &name, &selectors, window)).await {
         Ok(values) => api_success(&json_string_array(&values)),
         Err(r) => r,
     }
@@ -411,7 +432,7 @@ pub async fn federate(State(state): State<AppState>, headers: HeaderMap, RawQuer
     let gzip = accepts_gzip(&headers);
     let tenant = tenant(&headers, &state);
     let st = state.clone();
-    let rendered = blocking(move || {
+    let rendered = blocking(&state, "federate", move || {
         let chunks = federate::render(&st.metrics, &tenant, &selectors, format);
         if !gzip {
             return chunks;

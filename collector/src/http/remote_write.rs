@@ -189,6 +189,11 @@ fn decode_raw(
         Ok(v) => v,
         Err(e) => return fail("bad_body", e.to_string()),
     };
+    let samples: u64 = view.series.iter().map(|s| u64::from(s.samples) + u64::from(s.histograms)).sum();
+    if let Err(message) = state.limits.check_samples(tenant, samples) {
+        state.telemetry.reject("remote_write", "rate_limited");
+        return (answer(StatusCode::TOO_MANY_REQUESTS, message, 0), None);
+    }
     let outcome = state.metrics.ingest(tenant, &view);
     let written = outcome.samples_written;
     let forward = forward_body(state, version, body, raw, &view, &outcome);

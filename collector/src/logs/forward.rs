@@ -196,6 +196,7 @@ async fn send_loop(
                 timeout: target.timeout.get(),
                 initial_backoff: target.retry_initial_backoff.get(),
                 max_backoff: target.retry_max_backoff.get(),
+                tls: None,
             };
             let mut with_type = opts;
             with_type.headers.push(("content-type".into(), "application/x-protobuf".into()));

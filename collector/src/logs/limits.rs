@@ -27,10 +27,17 @@ fn line_bytes(req: &PushRequest, s: usize) -> u64 {
     req.streams[s].entries.iter().map(|e| e.line.len() as u64).sum()
 }
 
+/// The limits one push is checked against: `[logs]`, and the tenant's active-stream bound
+/// (`max_streams_per_tenant` or its `[limits.tenants.<name>] max_streams` override).
+pub struct Limits<'a> {
+    pub cfg: &'a Logs,
+    pub max_streams: usize,
+}
+
 /// Validates `req` against the limits and `index` (creating streams and advancing each
 /// stream's newest timestamp), recording refusals in `out`.
 pub fn validate(
-    cfg: &Logs,
+    limits: &Limits<'_>,
     tenant: &str,
     index: &mut TenantIndex,
     req: &PushRequest,
@@ -38,6 +45,7 @@ pub fn validate(
     metrics: &LogMetrics,
     out: &mut PushOutcome,
 ) -> Vec<Validated> {
+    let cfg = limits.cfg;
     let mut valid = Vec::with_capacity(req.streams.len());
     let window = i64::try_from(cfg.out_of_order_window.get().as_nanos()).unwrap_or(i64::MAX);
     for (si, stream) in req.streams.iter().enumerate() {
@@ -100,14 +108,14 @@ pub fn validate(
         // Active-stream limit (Loki's ingester answers 429 for it).
         let id = match index.get(&canonical) {
             Some(id) => id,
-            None if index.active >= cfg.max_streams_per_tenant => {
+            None if index.active >= limits.max_streams => {
                 refuse_stream_limit(metrics, req, si, &kept, tenant, &canonical, out);
                 continue;
             }
             None => index.intern(&canonical, &labels),
         };
         if !index.streams[id as usize].active {
-            if index.active >= cfg.max_streams_per_tenant {
+            if index.active >= limits.max_streams {
                 refuse_stream_limit(metrics, req, si, &kept, tenant, &canonical, out);
                 continue;
             }

@@ -83,6 +83,8 @@ pub(crate) struct Inner {
     /// Lines and line bytes in frozen heads (for the head gauges, which count both).
     pub frozen_lines: AtomicU64,
     pub frozen_bytes: AtomicU64,
+    /// `[limits.tenants.<name>] max_streams` overrides of `max_streams_per_tenant`.
+    pub stream_limits: RwLock<std::collections::HashMap<String, usize>>,
 }
 
 impl Inner {
@@ -324,6 +326,9 @@ impl LogStore {
             forward,
             frozen_lines: AtomicU64::new(0),
             frozen_bytes: AtomicU64::new(0),
+            stream_limits: RwLock::new(
+                cfg.limits.tenants.iter().filter_map(|(t, l)| Some((t.clone(), l.max_streams?))).collect(),
+            ),
         });
         maintain::publish_part_metrics(&inner);
         let threads = vec![
@@ -339,10 +344,20 @@ impl LogStore {
         Ok(LogStore { inner, threads })
     }
 
+    /// Replaces the per-tenant overrides of `max_streams_per_tenant` (a config reload).
+    pub fn set_stream_limits(&self, overrides: std::collections::HashMap<String, usize>) {
+        *self.inner.stream_limits.write().unwrap_or_else(std::sync::PoisonError::into_inner) = overrides;
+    }
+
     /// Validates `req` like Loki, stores every valid entry durably, and reports the rest.
     pub async fn push(&self, tenant: &str, req: PushRequest) -> Result<PushOutcome, StoreError> {
         let inner = &self.inner;
         let mut out = PushOutcome::default();
+        let max_streams = match inner.stream_limits.read() {
+            Ok(m) => m.get(tenant).copied(),
+            Err(p) => p.into_inner().get(tenant).copied(),
+        }
+        .unwrap_or(inner.cfg.max_streams_per_tenant);
         let valid = {
             let mut index = match inner.index.write() {
                 Ok(g) => g,
@@ -352,7 +367,8 @@ impl LogStore {
                 Some(t) => t,
                 None => index.entry(tenant.to_string()).or_default(),
             };
-            limits::validate(&inner.cfg, tenant, tenant_index, &req, inner.now_secs(), &inner.metrics, &mut out)
+            let limits = limits::Limits { cfg: &inner.cfg, max_streams };
+            limits::validate(&limits, tenant, tenant_index, &req, inner.now_secs(), &inner.metrics, &mut out)
         };
         if valid.is_empty() {
             return Ok(out);

@@ -193,6 +193,7 @@ impl Sender {
                 timeout: self.cfg.timeout.get(),
                 initial_backoff: self.cfg.retry_initial_backoff.get(),
                 max_backoff: self.cfg.retry_max_backoff.get(),
+                tls: None,
             };
             let sender = HttpSender::new(self.name, opts, self.telemetry.clone())?;
             self.senders.insert(header.clone(), sender);

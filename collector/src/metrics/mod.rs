@@ -162,6 +162,8 @@ pub struct MetricsStore {
     cfg: MetricsConfig,
     limits: LabelLimits,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
+    /// `[limits.tenants.<name>] max_series` overrides of `max_series_per_tenant`.
+    series_limits: RwLock<HashMap<String, usize>>,
     total: AtomicUsize,
     epoch: Instant,
     pub fleet: Arc<Fleet>,
@@ -191,6 +193,7 @@ impl MetricsStore {
             },
             cfg: cfg.clone(),
             tenants: RwLock::new(HashMap::new()),
+            series_limits: RwLock::new(HashMap::new()),
             total: AtomicUsize::new(0),
             epoch: Instant::now(),
             fleet,
@@ -201,6 +204,16 @@ impl MetricsStore {
 
     pub fn config(&self) -> &MetricsConfig {
         &self.cfg
+    }
+
+    /// Replaces the per-tenant overrides of `max_series_per_tenant` (at start and on reload).
+    /// A lowered limit refuses new series only; series already held stay until they expire.
+    pub fn set_series_limits(&self, overrides: impl IntoIterator<Item = (String, usize)>) {
+        *write(&self.series_limits) = overrides.into_iter().collect();
+    }
+
+    fn series_limit(&self, tenant: &str) -> usize {
+        read(&self.series_limits).get(tenant).copied().unwrap_or(self.cfg.max_series_per_tenant)
     }
 
     /// Store clock: whole seconds since the store started (for touch times).
@@ -231,8 +244,8 @@ impl MetricsStore {
 
     /// Counts a new series against the tenant's and the global limit; `false` (and the
     /// reason) when either is full.
-    fn reserve(&self, t: &Tenant, why: &mut Option<Reason>) -> bool {
-        if t.series.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_series_per_tenant {
+    fn reserve(&self, t: &Tenant, max_per_tenant: usize, why: &mut Option<Reason>) -> bool {
+        if t.series.fetch_add(1, Ordering::Relaxed) >= max_per_tenant {
             t.series.fetch_sub(1, Ordering::Relaxed);
             *why = Some(Reason::MaxSeriesPerTenant);
             return false;
@@ -267,6 +280,7 @@ impl MetricsStore {
             ));
             return out;
         };
+        let max_per_tenant = self.series_limit(tenant);
         let agent_label = self.fleet.label.as_str();
         let mut hosts: Vec<&str> = Vec::new();
         let (mut created, mut stale, mut exemplars) = (0u64, 0u64, 0u64);
@@ -311,7 +325,7 @@ impl MetricsStore {
                     return false;
                 }
                 let mut capacity = None;
-                let ok = self.reserve(&t, &mut capacity);
+                let ok = self.reserve(&t, max_per_tenant, &mut capacity);
                 why = capacity.map(|r| (r, None));
                 ok
             });
@@ -329,8 +343,7 @@ impl MetricsStore {
                     self.stats.reject(reason.as_str(), u64::from(s.samples));
                     let limit = match reason {
                         Reason::MaxSeriesPerTenant => format!(
-                            "tenant {tenant:?} holds its maximum of {} series (metrics.max_series_per_tenant)",
-                            self.cfg.max_series_per_tenant
+                            "tenant {tenant:?} holds its maximum of {max_per_tenant} series (metrics.max_series_per_tenant or limits.tenants.{tenant}.max_series)"
                         ),
                         _ => format!(
                             "the collector holds its maximum of {} series (metrics.max_series)",
@@ -401,6 +414,7 @@ impl MetricsStore {
         let clock = self.clock();
         for agent in self.fleet.states(now_ms) {
             let Some(t) = self.tenant_for_write(&agent.tenant) else { continue };
+            let max_per_tenant = self.series_limit(&agent.tenant);
             let series = [
                 ("osprey_agent_up", if agent.up { 1.0 } else { 0.0 }),
                 ("osprey_agent_last_seen_timestamp_seconds", agent.last_seen),
@@ -412,7 +426,7 @@ impl MetricsStore {
                 let mut why = None;
                 let latest = Latest { value, timestamp_ms: now_ms };
                 let r = write(&t.shards[Tenant::shard_of(hash)])
-                    .upsert(hash, &labels, latest, clock, || self.reserve(&t, &mut why));
+                    .upsert(hash, &labels, latest, clock, || self.reserve(&t, max_per_tenant, &mut why));
                 if let Some(reason) = why {
                     self.stats.reject(reason.as_str(), 1);
                 }
