@@ -119,3 +119,71 @@ fn metrics_limits_and_forwarding_targets() {
     let p = check(Role::Collector, "[[metrics.forward]]\nurl = \"http://vm:8428/api/v1/write\"\nbogus = 1\n");
     assert!(p[0].contains("metrics.forward[0].bogus: unknown field `bogus`"), "{p:?}");
 }
+
+#[test]
+fn auth_is_required_beyond_loopback() {
+    let p = check(Role::Collector, "[server]\nlisten = \"0.0.0.0:3100\"\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("FILE:2:10: server.listen: 0.0.0.0:3100 is reachable from other hosts but auth is off"), "{p:?}");
+    let explicit = "[server]\nlisten = \"0.0.0.0:3100\"\n[auth]\nallow_unauthenticated = true\n";
+    assert_eq!(check(Role::Collector, explicit), Vec::<String>::new());
+    assert_eq!(check(Role::Collector, "[server]\nlisten = \"[::1]:3100\"\n"), Vec::<String>::new());
+}
+
+#[test]
+fn tokens_and_tls_are_checked() {
+    let p = check(
+        Role::Collector,
+        "[server.tls]\nkey_file = \"/k.pem\"\nclient_ca_file = \"/ca.pem\"\n\
+         [auth]\nenabled = true\n\
+         [[auth.tokens]]\nname = \"agents\"\nfile = \"/t\"\nscopes = [\"push\"]\n\
+         [[auth.tokens]]\nname = \"agents\"\nfile = \"\"\nscopes = [\"query\"]\ntenants = [\"a|b\", \"*\"]\n",
+    );
+    let joined = p.join("\n");
+    for expected in [
+        "server.tls.cert_file: must be set when key_file is set",
+        "server.tls.client_ca_file: client certificates need TLS",
+        "auth.tokens[0].tenants: a push or query token needs its tenants",
+        "auth.tokens[1].name: \"agents\" is used by another token",
+        "auth.tokens[1].file: must name the file holding the secret",
+        "auth.tokens[1].tenants: \"*\" (any tenant) must be the only entry",
+        "auth.tokens[1].tenants[0]: tenant name \"a|b\" holds '|'",
+    ] {
+        assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+    }
+    let p = check(Role::Collector, "[[auth.tokens]]\nname = \"x\"\nfile = \"/x\"\nscopes = [\"write\"]\n");
+    assert!(p[0].starts_with("FILE:4:11: auth.tokens[0].scopes[0]: unknown variant `write`"), "{p:?}");
+    let p = check(Role::Collector, "[auth]\nenabled = true\n");
+    assert!(p[0].contains("auth.tokens: auth.enabled needs at least one [[auth.tokens]]"), "{p:?}");
+    let p = check(Role::Agent, "[server.tls]\ncert_file = \"/c.pem\"\n[collector.tls]\nkey_file = \"/k\"\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].contains("server.tls.key_file: must be set when cert_file is set"), "{p:?}");
+    assert!(p[1].contains("collector.tls.cert_file: must be set when key_file is set"), "{p:?}");
+}
+
+#[test]
+fn tenant_limits_are_checked() {
+    let p = check(
+        Role::Collector,
+        "[limits]\nlog_bytes_per_second = 1000\nlog_burst_bytes = 10\n\
+         [limits.tenants.\"a b\"]\nmax_streams = 1\n\
+         [limits.tenants.team]\nmax_series = 0\nsamples_per_second = 100\nsample_burst = 5\n",
+    );
+    let joined = p.join("\n");
+    for expected in [
+        "limits.log_burst_bytes: must be 0 (one second's worth) or at least the rate (1000)",
+        "tenant name \"a b\" holds ' '",
+        "limits.tenants.team.max_series: must be greater than 0",
+        "limits.tenants.team.sample_burst: must be 0 (one second's worth) or at least the rate (100)",
+    ] {
+        assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+    }
+    let cfg: osprey_config::CollectorConfig = toml::from_str(
+        "[limits]\nlog_bytes_per_second = 1000\n[limits.tenants.team]\nlog_bytes_per_second = 50\nmax_streams = 7\n",
+    )
+    .unwrap();
+    let team = cfg.limits_for("team");
+    assert_eq!((team.log_bytes_per_second, team.log_burst_bytes, team.max_streams), (50, 50, 7));
+    let other = cfg.limits_for("other");
+    assert_eq!((other.log_bytes_per_second, other.log_burst_bytes, other.max_streams), (1000, 1000, 5000));
+}
