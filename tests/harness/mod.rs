@@ -90,11 +90,12 @@ pub fn spawn_until(name: &str, mut cmd: Command, marker: &str, log: &Path, timeo
     }
 }
 
-/// Extracts `http://host:port` (without any path) from a line.
+/// Extracts `http://host:port` or `https://host:port` (without any path) from a line.
 pub fn url_in(line: &str) -> String {
-    let start = line.find("http://").expect("line has a URL");
+    let start = line.find("http://").or_else(|| line.find("https://")).expect("line has a URL");
     let url = line[start..].split_whitespace().next().expect("URL");
-    let end = url[7..].find('/').map_or(url.len(), |i| i + 7);
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..].find('/').map_or(url.len(), |i| i + after_scheme);
     url[..end].to_string()
 }
 
