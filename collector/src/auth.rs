@@ -34,9 +34,10 @@ pub enum Access {
     Needs(Scope),
 }
 
-/// The access rule of a route, by its matched path (`None`: no route matched).
-pub fn access(route: Option<&str>, public_metrics: bool) -> Access {
-    match route {
+/// The access rule of a route, by its matched path (`None`: no route matched; then a path
+/// under `/-/` still needs `admin`, anything else `query`).
+pub fn access(route: Option<&str>, path: &str, public_metrics: bool) -> Access {
+    match route.or(path.starts_with("/-/").then_some(path)) {
         Some("/ready" | "/health") => Access::Public,
         Some("/metrics") if public_metrics => Access::Public,
         Some("/metrics") => Access::Needs(Scope::Metrics),
@@ -185,7 +186,7 @@ pub fn decide(
     path: &str,
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<String>, Refusal> {
-    let access = access(route, table.public_metrics);
+    let access = access(route, path, table.public_metrics);
     let asked = match headers.get("x-scope-orgid").map(|v| v.to_str().map(str::trim)) {
         None | Some(Ok("")) => None,
         Some(Ok(v)) => Some(v),
@@ -286,7 +287,7 @@ pub async fn authorize(AxumState(state): AxumState<Arc<State>>, mut req: Request
         return crate::http::text_error(StatusCode::INTERNAL_SERVER_ERROR, "tenant name is not a header value");
     };
     req.headers_mut().insert("x-scope-orgid", value);
-    let query = access(route.as_deref(), table.public_metrics) == Access::Needs(Scope::Query);
+    let query = access(route.as_deref(), req.uri().path(), table.public_metrics) == Access::Needs(Scope::Query);
     drop(table);
     if !query {
         return next.run(req).await;
@@ -369,8 +370,9 @@ mod tests {
         assert_eq!(d(Some("/metrics"), Some("admin-secret-000000000"), None), Ok(None));
         assert_eq!(d(Some("/metrics"), None, None).unwrap_err().status, StatusCode::UNAUTHORIZED);
         assert_eq!(d(Some("/ready"), None, None), Ok(None));
-        // Unknown routes need a query token (then 404).
+        // Unknown routes need a query token (then 404), or an admin one under /-/.
         assert_eq!(d(None, None, None).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        assert_eq!(decide(&t, None, "/-/x", &headers(Some("admin-secret-000000000"), None)), Ok(None));
         // Multi-tenant queries and odd names are refused before anything else.
         let e = d(query, Some("any-secret-00000000000"), Some("a|b")).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
