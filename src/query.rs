@@ -85,8 +85,8 @@ fn tls_config(args: &QueryArgs) -> anyhow::Result<rustls::ClientConfig> {
 /// `Authorization: Bearer <token>` from `--bearer-token-file`.
 fn authorization(args: &QueryArgs) -> anyhow::Result<Option<String>> {
     let Some(path) = &args.bearer_token_file else { return Ok(None) };
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --bearer-token-file {}", path.display()))?;
+    let token =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read --bearer-token-file {}", path.display()))?;
     Ok(Some(format!("Bearer {}", token.trim())))
 }
 
@@ -260,7 +260,8 @@ async fn tail(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         req.headers_mut().insert("x-scope-orgid", org.parse().context("--org-id is not a valid header value")?);
     }
     if let Some(auth) = authorization(args)? {
-        req.headers_mut().insert(http::header::AUTHORIZATION, auth.parse().context("the token is not a valid header value")?);
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, auth.parse().context("the token is not a valid header value")?);
     }
     // wss: our own TLS stream (rustls with --ca-file), then the websocket handshake over it.
     let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls_config(args)?));

@@ -71,10 +71,7 @@ fn endpoints(start_ns: u128) -> Vec<Endpoint> {
         q(Need::Query, format!("/loki/api/v1/query_range?query={logs}&since=1h&limit=1000"), 200, Some("secret-of-a")),
         q(
             Need::Query,
-            format!(
-                "/loki/api/v1/query?query={}",
-                enc(r#"sum by (owner) (count_over_time({job="app"}[1h]))"#)
-            ),
+            format!("/loki/api/v1/query?query={}", enc(r#"sum by (owner) (count_over_time({job="app"}[1h]))"#)),
             200,
             Some("alice-owner"),
         ),
@@ -82,7 +79,12 @@ fn endpoints(start_ns: u128) -> Vec<Endpoint> {
         q(Need::Query, "/loki/api/v1/label/owner/values?since=1h".into(), 200, Some("alice-owner")),
         q(Need::Query, format!("/loki/api/v1/series?match[]={logs}&since=1h"), 200, Some("alice-owner")),
         q(Need::Query, format!("/loki/api/v1/index/stats?query={logs}&since=1h"), 200, Some("\"streams\":1")),
-        q(Need::Query, format!("/loki/api/v1/index/volume?query={logs}&since=1h&targetLabels=owner"), 200, Some("alice-owner")),
+        q(
+            Need::Query,
+            format!("/loki/api/v1/index/volume?query={logs}&since=1h&targetLabels=owner"),
+            200,
+            Some("alice-owner"),
+        ),
         q(
             Need::Query,
             format!("/loki/api/v1/index/volume_range?query={logs}&since=1h&targetLabels=owner&step=60"),
@@ -107,7 +109,12 @@ fn endpoints(start_ns: u128) -> Vec<Endpoint> {
         q(Need::Query, format!("/api/v1/query?query={}", enc(r#"{__name__=~"only_.*"}"#)), 200, Some("only_a_metric")),
         // Refused by design (the store keeps latest samples only), after authorization.
         q(Need::Query, "/api/v1/query_range?query=up&start=0&end=1&step=1".into(), 400, None),
-        q(Need::Query, format!("/api/v1/series?match[]={}", enc(r#"{__name__=~"only_.*"}"#)), 200, Some("only_a_metric")),
+        q(
+            Need::Query,
+            format!("/api/v1/series?match[]={}", enc(r#"{__name__=~"only_.*"}"#)),
+            200,
+            Some("only_a_metric"),
+        ),
         q(Need::Query, "/api/v1/labels".into(), 200, Some("alice_metric_label")),
         q(Need::Query, "/api/v1/label/__name__/values".into(), 200, Some("only_a_metric")),
         q(Need::Query, "/api/v1/metadata".into(), 200, Some("success")),
@@ -181,7 +188,8 @@ fn every_endpoint_by_every_credential() {
     let bearer = |name: &str| format!("Bearer {}", secret(name));
 
     // Seed: each tenant's own lines and series, through its own push token.
-    let start_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() - 60_000_000_000;
+    let start_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() - 60_000_000_000;
     let pa = bearer("push-a");
     let pb = bearer("push-b");
     let seed = [
@@ -219,19 +227,82 @@ fn every_endpoint_by_every_credential() {
 
     let callers = [
         Caller { label: "no token", token: None, org: None, may: &[], otherwise: 401, tenant: Some("team-a") },
-        Caller { label: "wrong token", token: Some("Bearer not-a-known-token-000000"), org: None, may: &[], otherwise: 401, tenant: Some("team-a") },
-        Caller { label: "push-a", token: Some("push-a"), org: None, may: &[Need::Push], otherwise: 403, tenant: Some("team-a") },
-        Caller { label: "query-a", token: Some("query-a"), org: None, may: &[Need::Query], otherwise: 403, tenant: Some("team-a") },
+        Caller {
+            label: "wrong token",
+            token: Some("Bearer not-a-known-token-000000"),
+            org: None,
+            may: &[],
+            otherwise: 401,
+            tenant: Some("team-a"),
+        },
+        Caller {
+            label: "push-a",
+            token: Some("push-a"),
+            org: None,
+            may: &[Need::Push],
+            otherwise: 403,
+            tenant: Some("team-a"),
+        },
+        Caller {
+            label: "query-a",
+            token: Some("query-a"),
+            org: None,
+            may: &[Need::Query],
+            otherwise: 403,
+            tenant: Some("team-a"),
+        },
         Caller { label: "admin", token: Some("admin"), org: None, may: &[Need::Admin], otherwise: 403, tenant: None },
-        Caller { label: "metrics", token: Some("metrics"), org: None, may: &[Need::Metrics], otherwise: 403, tenant: None },
-        Caller { label: "push+query", token: Some("pusher-querier"), org: None, may: &[Need::Push, Need::Query], otherwise: 403, tenant: Some("team-a") },
+        Caller {
+            label: "metrics",
+            token: Some("metrics"),
+            org: None,
+            may: &[Need::Metrics],
+            otherwise: 403,
+            tenant: None,
+        },
+        Caller {
+            label: "push+query",
+            token: Some("pusher-querier"),
+            org: None,
+            may: &[Need::Push, Need::Query],
+            otherwise: 403,
+            tenant: Some("team-a"),
+        },
         // Other tenant: a one-tenant token asking for team-b acts for team-a anyway.
-        Caller { label: "query-a as team-b", token: Some("query-a"), org: Some("team-b"), may: &[Need::Query], otherwise: 403, tenant: Some("team-a") },
-        Caller { label: "push-a as team-b", token: Some("push-a"), org: Some("team-b"), may: &[Need::Push], otherwise: 403, tenant: Some("team-a") },
+        Caller {
+            label: "query-a as team-b",
+            token: Some("query-a"),
+            org: Some("team-b"),
+            may: &[Need::Query],
+            otherwise: 403,
+            tenant: Some("team-a"),
+        },
+        Caller {
+            label: "push-a as team-b",
+            token: Some("push-a"),
+            org: Some("team-b"),
+            may: &[Need::Push],
+            otherwise: 403,
+            tenant: Some("team-a"),
+        },
         // A token for team-a and team-c may not ask for team-b...
-        Caller { label: "query-ac as team-b", token: Some("query-ac"), org: Some("team-b"), may: &[], otherwise: 403, tenant: Some("team-a") },
+        Caller {
+            label: "query-ac as team-b",
+            token: Some("query-ac"),
+            org: Some("team-b"),
+            may: &[],
+            otherwise: 403,
+            tenant: Some("team-a"),
+        },
         // ... and asking for team-c sees team-c only (nothing of a or b).
-        Caller { label: "query-ac as team-c", token: Some("query-ac"), org: Some("team-c"), may: &[Need::Query], otherwise: 403, tenant: Some("team-c") },
+        Caller {
+            label: "query-ac as team-c",
+            token: Some("query-ac"),
+            org: Some("team-c"),
+            may: &[Need::Query],
+            otherwise: 403,
+            tenant: Some("team-c"),
+        },
     ];
 
     let mut checked = 0;
@@ -257,8 +328,14 @@ fn every_endpoint_by_every_credential() {
             } else {
                 assert_eq!(a.status, caller.otherwise, "{what}: {a:?}");
                 if a.status == 401 {
-                    assert!(a.headers.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer")), "{what}: {a:?}");
-                    assert!(a.body.contains("missing credentials") || a.body.contains("invalid token"), "{what}: {a:?}");
+                    assert!(
+                        a.headers.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer")),
+                        "{what}: {a:?}"
+                    );
+                    assert!(
+                        a.body.contains("missing credentials") || a.body.contains("invalid token"),
+                        "{what}: {a:?}"
+                    );
                 } else {
                     assert!(a.body.contains("may not"), "{what}: the 403 says why: {a:?}");
                 }
@@ -293,7 +370,10 @@ fn every_endpoint_by_every_credential() {
 
     // Refusals are counted; no secret was ever logged.
     let m = http(&url, "GET", "/metrics", &[("Authorization", &bearer("metrics"))], b"").unwrap().body;
-    assert!(metric(&m, r#"osprey_rejected_requests_total{endpoint="loki_query_range",reason="unauthenticated"}"#) >= 2.0, "{m}");
+    assert!(
+        metric(&m, r#"osprey_rejected_requests_total{endpoint="loki_query_range",reason="unauthenticated"}"#) >= 2.0,
+        "{m}"
+    );
     assert!(metric(&m, r#"osprey_rejected_requests_total{endpoint="federate",reason="forbidden"}"#) >= 1.0, "{m}");
     let log = std::fs::read_to_string(dir.join("collector.log")).unwrap_or_default();
     for (_, secret, _, _) in SECRETS {
@@ -322,7 +402,8 @@ fn tail_first_frame(url: &str, authorization: &str, org: &str) -> String {
         req.headers_mut().insert("authorization", authorization.parse().unwrap());
         req.headers_mut().insert("x-scope-orgid", org.parse().unwrap());
         let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("tail opens");
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a tail frame").unwrap().unwrap();
+        let msg =
+            tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a tail frame").unwrap().unwrap();
         msg.into_text().unwrap().to_string()
     })
 }
@@ -333,8 +414,14 @@ fn with_auth_off_tenants_are_still_checked_and_separate() {
     let dir = tmp.path();
     let (_collector, url) = start_collector(dir, &collector_config(dir, ""));
     for (org, line) in [("team-a", "secret-of-a"), ("team-b", "secret-of-b")] {
-        let a = http(&url, "POST", "/loki/api/v1/push", &[JSON, ("X-Scope-OrgID", org)], &push_body(r#"{"job":"app"}"#, &[line]))
-            .unwrap();
+        let a = http(
+            &url,
+            "POST",
+            "/loki/api/v1/push",
+            &[JSON, ("X-Scope-OrgID", org)],
+            &push_body(r#"{"job":"app"}"#, &[line]),
+        )
+        .unwrap();
         assert_eq!(a.status, 204);
     }
     let path = format!("/loki/api/v1/query_range?query={}&since=1h", enc(r#"{job="app"}"#));

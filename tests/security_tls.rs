@@ -37,10 +37,8 @@ fn agent_ships_over_mutual_tls_and_every_listener_speaks_https() {
     let agent_server = pki.issue("agent-server", "agent server", None);
     let reader = pki.issue("reader", "reader", None);
 
-    let (_collector, url) = start_collector(
-        dir,
-        &collector_config(dir, &tls_section(&collector_cert, Some(&pki.ca_file()), "10s")),
-    );
+    let (_collector, url) =
+        start_collector(dir, &collector_config(dir, &tls_section(&collector_cert, Some(&pki.ca_file()), "10s")));
     assert!(url.starts_with("https://"), "the collector announces https: {url}");
 
     let token = dir.join("metrics.token");
@@ -94,7 +92,11 @@ enabled = false
         let a = https(&url, &with_cert, "GET", &query_range(r#"{job="app"}"#), &[], b"").ok()?;
         (a.status == 200 && a.body.contains("hello over mutual tls")).then_some(a)
     });
-    assert!(found.is_some(), "the agent's line never arrived over mTLS; agent log:\n{}", read(&agent_dir.join("agent.log")));
+    assert!(
+        found.is_some(),
+        "the agent's line never arrived over mTLS; agent log:\n{}",
+        read(&agent_dir.join("agent.log"))
+    );
 
     // The agent's own listener: https, /metrics behind the token, /ready open.
     let no_cert = client_tls(&pki.ca_file(), None);

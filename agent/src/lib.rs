@@ -131,7 +131,8 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
     let listener_tls = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls)
         .map(osprey_server::ReloadingTls::load)
         .transpose()?;
-    let listener_state = Listener { tls: listener_tls, token: Arc::new(std::sync::RwLock::new(read_metrics_token(&cfg)?)) };
+    let listener_state =
+        Listener { tls: listener_tls, token: Arc::new(std::sync::RwLock::new(read_metrics_token(&cfg)?)) };
     let client_tls = Arc::new(osprey_server::tls::client_config("collector.tls", &cfg.collector.tls)?);
     let out = &cfg.collector;
     let sender = |sink: &'static str, url: String, headers: &[(&str, &str)]| {
@@ -243,8 +244,7 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
         }));
     }
 
-    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
-        .await
+    let listener = osprey_server::bind(cfg.server.listen)
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let listener_metrics = osprey_server::ListenerMetrics::default();
@@ -287,7 +287,9 @@ async fn require_token(
     let problem = match credentials(req.headers()) {
         Credentials::Bearer(t) if find(&[expected], t).is_some() => return next.run(req).await,
         Credentials::Bearer(_) => "invalid token: it is not the one in server.bearer_token_file",
-        Credentials::None => "missing credentials: /metrics needs Authorization: Bearer <token> (server.bearer_token_file)",
+        Credentials::None => {
+            "missing credentials: /metrics needs Authorization: Bearer <token> (server.bearer_token_file)"
+        }
         Credentials::Unsupported => "unsupported Authorization header: send Authorization: Bearer <token>",
     };
     (

@@ -226,7 +226,11 @@ pub fn decide(
         }
     };
     let Some(i) = token::find(&table.digests, presented) else {
-        return Err(refuse(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid token: it is not one of auth.tokens".into()));
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "invalid token: it is not one of auth.tokens".into(),
+        ));
     };
     let entry = &table.entries[i];
     if !entry.scopes.contains(&scope) {
@@ -253,7 +257,11 @@ pub fn decide(
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("token {:?} may not act for tenant {a:?} (X-Scope-OrgID); it may for {}", entry.name, list.join(", ")),
+                format!(
+                    "token {:?} may not act for tenant {a:?} (X-Scope-OrgID); it may for {}",
+                    entry.name,
+                    list.join(", ")
+                ),
             ));
         }
         (Tenants::Any, a) => a.unwrap_or(&table.default_tenant).to_string(),
@@ -276,7 +284,8 @@ pub async fn authorize(AxumState(state): AxumState<Arc<State>>, mut req: Request
             state.telemetry.reject(endpoint, r.reason);
             let mut resp = crate::http::text_error(r.status, r.message);
             if r.status == StatusCode::UNAUTHORIZED {
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"osprey\""));
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"osprey\""));
             }
             return resp;
         }
@@ -366,7 +375,10 @@ mod tests {
         assert_eq!(d(query, Some("any-secret-00000000000"), None), Ok(Some("fake".into())));
         // Admin and metrics routes carry no tenant.
         assert_eq!(d(Some("/-/reload"), Some("admin-secret-000000000"), None), Ok(None));
-        assert_eq!(d(Some("/-/reload"), Some("query-secret-000000000"), None).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            d(Some("/-/reload"), Some("query-secret-000000000"), None).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(d(Some("/metrics"), Some("admin-secret-000000000"), None), Ok(None));
         assert_eq!(d(Some("/metrics"), None, None).unwrap_err().status, StatusCode::UNAUTHORIZED);
         assert_eq!(d(Some("/ready"), None, None), Ok(None));

@@ -152,9 +152,8 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
         &cfg.logs.default_tenant,
         &mut registry,
     )?;
-    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    let listener =
+        osprey_server::bind(cfg.server.listen).with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     let query_slots = Arc::new(tokio::sync::Semaphore::new(cfg.logs.max_concurrent_queries));
     let limits = tenant_limits::TenantLimiter::new(&cfg, &mut registry);

@@ -199,9 +199,7 @@ impl CollectorConfig {
             log_burst_bytes: if log_burst == 0 { log_rate } else { log_burst },
             samples_per_second: sample_rate,
             sample_burst: if sample_burst == 0 { sample_rate } else { sample_burst },
-            max_concurrent_queries: t
-                .and_then(|t| t.max_concurrent_queries)
-                .unwrap_or(l.max_concurrent_queries),
+            max_concurrent_queries: t.and_then(|t| t.max_concurrent_queries).unwrap_or(l.max_concurrent_queries),
             max_streams: t.and_then(|t| t.max_streams).unwrap_or(self.logs.max_streams_per_tenant),
             max_series: t.and_then(|t| t.max_series).unwrap_or(self.metrics.max_series_per_tenant),
         }
@@ -669,7 +667,12 @@ impl CollectorConfig {
             }
             let eff = self.limits_for(name);
             if t.log_burst_bytes.is_some() || t.log_bytes_per_second.is_some() {
-                burst(p, &format!("limits.tenants.{name}.log_burst_bytes"), eff.log_bytes_per_second, eff.log_burst_bytes);
+                burst(
+                    p,
+                    &format!("limits.tenants.{name}.log_burst_bytes"),
+                    eff.log_bytes_per_second,
+                    eff.log_burst_bytes,
+                );
             }
             if t.sample_burst.is_some() || t.samples_per_second.is_some() {
                 burst(p, &format!("limits.tenants.{name}.sample_burst"), eff.samples_per_second, eff.sample_burst);

@@ -124,7 +124,10 @@ fn metrics_limits_and_forwarding_targets() {
 fn auth_is_required_beyond_loopback() {
     let p = check(Role::Collector, "[server]\nlisten = \"0.0.0.0:3100\"\n");
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("FILE:2:10: server.listen: 0.0.0.0:3100 is reachable from other hosts but auth is off"), "{p:?}");
+    assert!(
+        p[0].starts_with("FILE:2:10: server.listen: 0.0.0.0:3100 is reachable from other hosts but auth is off"),
+        "{p:?}"
+    );
     let explicit = "[server]\nlisten = \"0.0.0.0:3100\"\n[auth]\nallow_unauthenticated = true\n";
     assert_eq!(check(Role::Collector, explicit), Vec::<String>::new());
     assert_eq!(check(Role::Collector, "[server]\nlisten = \"[::1]:3100\"\n"), Vec::<String>::new());

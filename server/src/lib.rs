@@ -13,5 +13,5 @@ pub mod listener;
 pub mod tls;
 pub mod token;
 
-pub use listener::{ListenerMetrics, ListenerOptions, serve};
+pub use listener::{ListenerMetrics, ListenerOptions, bind, serve};
 pub use tls::ReloadingTls;

@@ -84,6 +84,20 @@ impl ListenerMetrics {
     }
 }
 
+/// Connections the kernel queues for `accept` (Linux caps it at `net.core.somaxconn`, 4096 by
+/// default). Larger than the usual 1024 so a burst (every agent reconnecting after an outage)
+/// waits in the queue instead of having its SYNs dropped and retried a second later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind`
+/// does, so a restart does not wait for old connections in TIME_WAIT).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raises the soft limit of open files to the hard limit (as Go's runtime does) and returns the
 /// soft limit now in force: connections, log files and parts all need descriptors.
 pub fn raise_fd_limit() -> u64 {
@@ -190,10 +204,7 @@ pub async fn serve(
     let _ = drain_tx.send(true);
     let all = u32::try_from(opts.max_connections.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
     if tokio::time::timeout(opts.drain_timeout, slots.acquire_many(all)).await.is_err() {
-        tracing::warn!(
-            open = metrics.open.get(),
-            "connections still open after the drain timeout; closing them"
-        );
+        tracing::warn!(open = metrics.open.get(), "connections still open after the drain timeout; closing them");
     }
 }
 
@@ -284,7 +295,8 @@ async fn answer_plain_http(mut stream: TcpStream) {
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
     let _ = stream.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Ok(1..) = stream.read(&mut buf).await {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Ok(1..) = stream.read(&mut buf).await {} })
+        .await;
 }
 
 /// State of the [`within`] middleware: the whole-request bound and the config key that sets it.
@@ -298,7 +310,11 @@ pub struct Deadline {
 /// 408 when the body had not all arrived (a slow sender; the connection is closed), else 504
 /// (the handler was too slow). Long-lived websockets are not affected: their handler returns
 /// once the upgrade is answered.
-pub async fn within(axum::extract::State(deadline): axum::extract::State<Deadline>, req: Request, next: Next) -> Response {
+pub async fn within(
+    axum::extract::State(deadline): axum::extract::State<Deadline>,
+    req: Request,
+    next: Next,
+) -> Response {
     let done = Arc::new(AtomicBool::new(false));
     let (parts, body) = req.into_parts();
     let body = if hyper::body::Body::is_end_stream(&body) {

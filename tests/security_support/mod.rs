@@ -92,7 +92,8 @@ pub fn read_answer(r: &mut impl BufRead) -> Result<Answer, String> {
     if line.is_empty() {
         return Err("connection closed before an answer".into());
     }
-    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(format!("bad status line {line:?}"))?;
+    let status =
+        line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(format!("bad status line {line:?}"))?;
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -169,7 +170,13 @@ impl TlsConn {
         ["first", "second", "third"].iter().find(|cn| text.contains(*cn)).map(|s| s.to_string()).unwrap_or_default()
     }
 
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Answer, String> {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Answer, String> {
         let raw = request_text(method, path, &self.host, headers, body);
         let stream = self.reader.get_mut();
         stream.write_all(&raw).map_err(|e| format!("sending: {e}"))?;

@@ -14,8 +14,25 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
 
 /// Loki push: protobuf + snappy, or JSON (optionally gzip). 204 when stored; 400 with Loki's
 /// messages for invalid streams or entries (the valid ones are stored first).
-pub async fn loki_push(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn loki_push(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let limit = state.cfg.server.max_decompressed_bytes;
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            state.telemetry.reject("push", "body_too_large");
+            return text_error(
+                e.status(),
+                format!(
+                    "cannot read the request body ({e}); bodies are limited to {} bytes (server.max_body_bytes)",
+                    state.cfg.server.max_body_bytes
+                ),
+            );
+        }
+    };
     if body.is_empty() {
         state.telemetry.reject("push", "empty_body");
         return text_error(StatusCode::BAD_REQUEST, "empty push body");
