@@ -107,7 +107,7 @@ pub fn raise_fd_limit() -> u64 {
         && max.is_none_or(|m| m > cur)
     {
         lim.current = Some(max.unwrap_or(1 << 20).min(1 << 20));
-        if setrlimit(Resource::Nofile, lim.clone()).is_err() {
+        if setrlimit(Resource::Nofile, lim).is_err() {
             lim = getrlimit(Resource::Nofile);
         }
     }

@@ -6,7 +6,7 @@
 
 use osprey_protocol::prompb::{self, Label, Sample, TimeSeries, WriteRequest};
 use rustls::pki_types::ServerName;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
