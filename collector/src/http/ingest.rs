@@ -15,7 +15,7 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
 /// Loki push: protobuf + snappy, or JSON (optionally gzip). 204 when stored; 400 with Loki's
 /// messages for invalid streams or entries (the valid ones are stored first).
 pub async fn loki_push(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let limit = state.cfg.server.max_decompressed_bytes;
+    let limit = state.cfg().server.max_decompressed_bytes;
     if body.is_empty() {
         state.telemetry.reject("push", "empty_body");
         return text_error(StatusCode::BAD_REQUEST, "empty push body");

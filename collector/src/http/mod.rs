@@ -19,7 +19,7 @@ use std::time::Instant;
 pub type AppState = Arc<State>;
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.cfg.server.max_body_bytes;
+    let body_limit = state.cfg().server.max_body_bytes;
     Router::new()
         .route("/loki/api/v1/push", post(ingest::loki_push))
         .route("/api/v1/write", post(ingest::remote_write))
@@ -44,14 +44,111 @@ pub fn router(state: AppState) -> Router {
         .route("/federate", get(prom::federate))
         .route("/metrics", get(prom::self_metrics))
         .route("/ready", get(ready))
+        .route("/health", get(health))
+        .route("/-/reload", post(reload))
+        .route("/-/log-level", get(log_level).post(set_log_level).put(set_log_level))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), refuse_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-async fn ready() -> &'static str {
-    "ready\n"
+/// `/ready`: 200 `ready`, or 503 with the reasons (shutting down, WAL refusing writes).
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let (code, body) = osprey_agent::ops::ready_answer(&crate::control::not_ready(&state));
+    osprey_agent::ops::text(code, body)
+}
+
+/// `/health`: JSON checks; 503 only when a check is unhealthy.
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let report = crate::control::health(&state);
+    osprey_agent::ops::json(report.http_status(), report.to_json())
+}
+
+/// `POST /-/reload`: re-reads the config file; 400 with the reason when it is refused.
+async fn reload(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let outcome = crate::control::reload(&state, "POST /-/reload").await;
+    osprey_agent::ops::json(outcome.http_status(), outcome.to_json())
+}
+
+/// `GET /-/log-level`: the filter in force.
+async fn log_level(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let (code, body) = osprey_agent::ops::log_level_request(state.ops.log_control().as_ref(), None);
+    osprey_agent::ops::text(code, body)
+}
+
+/// `POST|PUT /-/log-level` with directives (`info,osprey_collector::logs=debug`) as the body.
+async fn set_log_level(axum::extract::State(state): axum::extract::State<AppState>, body: String) -> Response {
+    let (code, body) = osprey_agent::ops::log_level_request(state.ops.log_control().as_ref(), Some(&body));
+    osprey_agent::ops::text(code, body)
+}
+
+/// What the listener serves: during the start (WAL replay) only `/ready` (503 with the
+/// progress), `/health` (200) and 503 "starting" for everything else; then the whole API.
+/// Binding first lets probes and clients get an answer that says what is happening instead of a
+/// refused connection, and keeps a long replay from failing a liveness probe.
+#[derive(Clone)]
+pub struct Front {
+    app: Arc<std::sync::OnceLock<Router>>,
+    pub progress: Arc<crate::progress::Progress>,
+}
+
+impl Front {
+    pub fn new() -> Front {
+        Front { app: Arc::default(), progress: Arc::default() }
+    }
+
+    /// From now on every request goes to `app`.
+    pub fn serve(&self, app: Router) {
+        let _ = self.app.set(app);
+    }
+
+    fn starting(&self) -> String {
+        match self.progress.get() {
+            Some((done, total)) => format!("replaying the WAL: {}", crate::progress::describe(done, total)),
+            None => "opening the stores".to_string(),
+        }
+    }
+}
+
+impl Default for Front {
+    fn default() -> Self {
+        Front::new()
+    }
+}
+
+pub fn front_router(front: Front) -> Router {
+    Router::new().fallback(dispatch).with_state(front)
+}
+
+async fn dispatch(axum::extract::State(front): axum::extract::State<Front>, req: Request) -> Response {
+    use tower::ServiceExt;
+    if let Some(app) = front.app.get() {
+        return match app.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+    }
+    let what = front.starting();
+    match req.uri().path() {
+        "/ready" => osprey_agent::ops::text(503, format!("not ready: starting: {what}\n")),
+        "/health" => {
+            let report = osprey_agent::ops::HealthReport::new(vec![osprey_agent::ops::Check::new(
+                "startup",
+                osprey_agent::ops::Status::Ok,
+                format!("starting: {what}"),
+            )]);
+            osprey_agent::ops::json(report.http_status(), report.to_json())
+        }
+        _ => {
+            let mut resp = text_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the collector is starting ({what}); retry shortly"),
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            resp
+        }
+    }
 }
 
 /// Records per-endpoint latency.
@@ -75,7 +172,7 @@ async fn refuse_oversized(
     req: Request,
     next: Next,
 ) -> Response {
-    let limit = state.cfg.server.max_body_bytes;
+    let limit = state.cfg().server.max_body_bytes;
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared
@@ -117,18 +214,22 @@ fn endpoint_name(path: &str) -> &'static str {
         "/api/v1/status/buildinfo" => "buildinfo",
         "/metrics" => "metrics",
         "/ready" => "ready",
+        "/health" => "health",
+        "/-/reload" => "reload",
+        "/-/log-level" => "log_level",
         _ => "other",
     }
 }
 
 /// The tenant of a request: `X-Scope-OrgID`, or the configured default.
 pub fn tenant(headers: &HeaderMap, state: &State) -> String {
+    let cfg = state.cfg();
     headers
         .get("x-scope-orgid")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .unwrap_or(&state.cfg.logs.default_tenant)
+        .unwrap_or(&cfg.logs.default_tenant)
         .to_string()
 }
 
