@@ -146,8 +146,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 signals.next().await;
                 systemd::stopping();
                 let bound = control.config().shutdown_timeout.get();
+                // The agent's own drain ends a little before the hard bound, so it can still
+                // abandon what is undelivered and write its checkpoints.
                 stop_within(bound, &mut signals, async move {
-                    agent.shutdown(bound).await;
+                    agent.shutdown(bound - bound / 10).await;
                     Ok(())
                 })
                 .await
@@ -210,7 +212,10 @@ async fn stop_within(
 ) -> anyhow::Result<ExitCode> {
     tokio::select! {
         r = tokio::time::timeout(bound, stop) => match r {
-            Ok(r) => r.map(|()| ExitCode::SUCCESS),
+            Ok(r) => r.map(|()| {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }),
             Err(_) => {
                 tracing::warn!(?bound, "graceful stop not finished within shutdown_timeout; exiting now (undelivered data is sent after the restart)");
                 Ok(ExitCode::SUCCESS)

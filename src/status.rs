@@ -209,7 +209,8 @@ impl View<'_> {
     /// Per-second increase of the sum of `name` with `labels` between the two scrapes.
     fn rate(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let before = self.before?;
-        let now = self.sum(name, labels)?;
+        // A family with no series yet (nothing retried) is a rate of 0.
+        let now = self.sum(name, labels).unwrap_or(0.0);
         let then: f64 = Self::matching(before, name, labels).sum();
         let secs = self.now.at.duration_since(before.at).as_secs_f64();
         if secs <= 0.0 {
@@ -297,11 +298,11 @@ fn render(targets: &[Target], interval: Duration) -> String {
                 }
                 let queues = v.queues();
                 if !queues.is_empty() {
-                    let _ = writeln!(out, "  {:<10} {}", "queues", queues.join("   "));
+                    let _ = writeln!(out, "  {:<12} {}", "queues", queues.join("   "));
                 }
                 let _ = writeln!(
                     out,
-                    "  {:<10} reloads ok {}  failed {}  last reload {}",
+                    "  {:<12} reloads ok {}  failed {}  last reload {}",
                     "config",
                     v.sum("osprey_config_reloads_total", &[("result", "success")]).map_or("-".into(), number),
                     v.sum("osprey_config_reloads_total", &[("result", "failure")]).map_or("-".into(), number),
@@ -324,7 +325,7 @@ fn humantime(d: Duration) -> String {
 fn agent_rows(out: &mut String, v: &View<'_>) {
     let _ = writeln!(
         out,
-        "  {:<10} lines {}  bytes {}  files open {}  lag {}",
+        "  {:<12} lines {}  bytes {}  files open {}  lag {}",
         "tail",
         v.rate_text("osprey_agent_lines_read_total", &[]),
         v.bytes_rate("osprey_agent_bytes_read_total"),
@@ -335,7 +336,7 @@ fn agent_rows(out: &mut String, v: &View<'_>) {
         let l = [("sink", sink)];
         let _ = writeln!(
             out,
-            "  {:<10} sent {}  retried {}  dropped {}",
+            "  {:<12} sent {}  retried {}  dropped {}",
             sink,
             v.rate_text("osprey_agent_batches_sent_total", &l),
             v.rate_text("osprey_agent_batches_retried_total", &l),
@@ -344,7 +345,7 @@ fn agent_rows(out: &mut String, v: &View<'_>) {
     }
     let _ = writeln!(
         out,
-        "  {:<10} targets {}  scrapes {}  failures {}  host collections {}",
+        "  {:<12} targets {}  scrapes {}  failures {}  host collections {}",
         "metrics",
         v.sum("osprey_agent_scrape_targets", &[]).map_or("0".into(), number),
         v.rate_text("osprey_agent_scrapes_total", &[]),
@@ -353,7 +354,7 @@ fn agent_rows(out: &mut String, v: &View<'_>) {
     );
     let _ = writeln!(
         out,
-        "  {:<10} lines refused {}  truncated {}  checkpoint write failures {}  queue drops {}",
+        "  {:<12} lines refused {}  truncated {}  checkpoint write failures {}  queue drops {}",
         "errors",
         v.value("osprey_agent_lines_refused_total"),
         v.value("osprey_agent_lines_truncated_total"),
@@ -365,7 +366,7 @@ fn agent_rows(out: &mut String, v: &View<'_>) {
 fn collector_rows(out: &mut String, v: &View<'_>) {
     let _ = writeln!(
         out,
-        "  {:<10} lines {}  bytes {}  samples {}",
+        "  {:<12} lines {}  bytes {}  samples {}",
         "ingest",
         v.rate_text("osprey_ingested_lines_total", &[]),
         v.bytes_rate("osprey_ingested_line_bytes_total"),
@@ -373,7 +374,7 @@ fn collector_rows(out: &mut String, v: &View<'_>) {
     );
     let _ = writeln!(
         out,
-        "  {:<10} fsyncs {}  written {}  head {}  parts {} ({})",
+        "  {:<12} fsyncs {}  written {}  head {}  parts {} ({})",
         "storage",
         v.rate_text("osprey_wal_fsyncs_total", &[]),
         v.bytes_rate("osprey_wal_written_bytes_total"),
@@ -383,7 +384,7 @@ fn collector_rows(out: &mut String, v: &View<'_>) {
     );
     let _ = writeln!(
         out,
-        "  {:<10} series {}  queries {}",
+        "  {:<12} series {}  queries {}",
         "serving",
         v.value("osprey_series_active"),
         v.rate_text("osprey_queries_total", &[]),
@@ -399,7 +400,7 @@ fn collector_rows(out: &mut String, v: &View<'_>) {
     let listed: Vec<String> = reasons.iter().take(4).map(|(r, n)| format!("{r} {}", number(*n))).collect();
     let _ = writeln!(
         out,
-        "  {:<10} rejected {}{}  WAL corruptions {}",
+        "  {:<12} rejected {}{}  WAL corruptions {}",
         "errors",
         v.rate_text("osprey_rejected_requests_total", &[]),
         if listed.is_empty() { String::new() } else { format!(" ({})", listed.join(", ")) },

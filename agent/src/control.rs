@@ -171,7 +171,8 @@ impl Control {
                 Err(e) => ReloadOutcome::rejected(format!("reading the config failed: {e}")),
             },
         };
-        outcome.record("agent", trigger, &self.metrics);
+        outcome.count(&self.metrics);
+        log_outcome(trigger, &outcome);
         outcome
     }
 
@@ -265,6 +266,19 @@ impl Control {
         }
         *lock(&self.cfg) = effective;
         ReloadOutcome::ok(plan, details)
+    }
+}
+
+fn log_outcome(trigger: &str, o: &ReloadOutcome) {
+    match &o.error {
+        None if o.needs_restart.is_empty() => {
+            tracing::info!(trigger, applied = ?o.applied, details = ?o.details, "configuration reloaded")
+        }
+        None => tracing::warn!(
+            trigger, applied = ?o.applied, needs_restart = ?o.needs_restart, details = ?o.details,
+            "configuration reloaded; some changed keys need a restart and keep their running values until then"
+        ),
+        Some(e) => tracing::error!(trigger, "configuration reload rejected; the running configuration stays: {e}"),
     }
 }
 

@@ -117,25 +117,9 @@ impl ReloadOutcome {
         self.error.is_none()
     }
 
-    /// Logs the outcome and counts it.
-    pub fn record(&self, role: &str, trigger: &str, metrics: &ReloadMetrics) {
-        match &self.error {
-            None => {
-                metrics.success();
-                if self.needs_restart.is_empty() {
-                    tracing::info!(role, trigger, applied = ?self.applied, details = ?self.details, "configuration reloaded");
-                } else {
-                    tracing::warn!(
-                        role, trigger, applied = ?self.applied, needs_restart = ?self.needs_restart, details = ?self.details,
-                        "configuration reloaded; some changed keys need a restart and keep their running values until then"
-                    );
-                }
-            }
-            Some(e) => {
-                metrics.failure();
-                tracing::error!(role, trigger, "configuration reload rejected; the running configuration stays: {e}");
-            }
-        }
+    /// Counts the outcome in the `osprey_config_*` metrics.
+    pub fn count(&self, metrics: &ReloadMetrics) {
+        if self.succeeded() { metrics.success() } else { metrics.failure() }
     }
 
     /// HTTP status of the `/-/reload` answer: 200, or 400 when the config was refused.
@@ -176,7 +160,7 @@ pub fn log_level_request(control: Option<&LogControl>, body: Option<&str>) -> (u
     match control(body) {
         Ok(now) => {
             if let Some(b) = body {
-                tracing::warn!(level = %b, "log level changed through /-/log-level (until the next reload or restart)");
+                tracing::warn!(filter = %b, "log level changed through /-/log-level (until the next reload or restart)");
             }
             (200, format!("{now}\n"))
         }

@@ -128,8 +128,22 @@ pub async fn reload(state: &Arc<State>, trigger: &str) -> ReloadOutcome {
             Err(e) => ReloadOutcome::rejected(format!("reading the config failed: {e}")),
         },
     };
-    outcome.record("collector", trigger, &state.ops.metrics);
+    outcome.count(&state.ops.metrics);
+    log_outcome(trigger, &outcome);
     outcome
+}
+
+fn log_outcome(trigger: &str, o: &ReloadOutcome) {
+    match &o.error {
+        None if o.needs_restart.is_empty() => {
+            tracing::info!(trigger, applied = ?o.applied, details = ?o.details, "configuration reloaded")
+        }
+        None => tracing::warn!(
+            trigger, applied = ?o.applied, needs_restart = ?o.needs_restart, details = ?o.details,
+            "configuration reloaded; some changed keys need a restart and keep their running values until then"
+        ),
+        Some(e) => tracing::error!(trigger, "configuration reload rejected; the running configuration stays: {e}"),
+    }
 }
 
 /// Applies `new` (already validated) as far as a running collector can.

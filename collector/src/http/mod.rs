@@ -241,3 +241,43 @@ pub fn text_error(status: StatusCode, message: impl Into<String>) -> Response {
     }
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn call(app: &Router, path: &str) -> (StatusCode, Option<String>, String) {
+        let resp = app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let retry = resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, retry, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn while_the_wal_replays_ready_says_how_far_and_the_api_says_retry() {
+        let front = Front::new();
+        let app = front_router(front.clone());
+        let (status, _, body) = call(&app, "/ready").await;
+        assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting: opening the stores\n"));
+        front.progress.begin(200 << 20);
+        front.progress.set(50 << 20);
+        let (status, _, body) = call(&app, "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "not ready: starting: replaying the WAL: 25% (50.0 MiB of 200.0 MiB)\n");
+        // Alive: a liveness probe must not kill a long replay.
+        let (status, _, body) = call(&app, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"status\": \"ok\"") && body.contains("replaying the WAL: 25%"), "{body}");
+        let (status, retry, body) = call(&app, "/loki/api/v1/query?query=x").await;
+        assert_eq!((status, retry.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("5")));
+        assert!(body.contains("the collector is starting (replaying the WAL: 25%"), "{body}");
+        // Once open, everything goes to the API.
+        front.progress.finish();
+        front.serve(Router::new().route("/ready", get(|| async { "ready\n" })));
+        assert_eq!(call(&app, "/ready").await.0, StatusCode::OK);
+        assert_eq!(call(&app, "/nothing").await.0, StatusCode::NOT_FOUND);
+    }
+}
