@@ -133,16 +133,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mut signals = Signals::install()?;
                 let agent = osprey_agent::start(cfg).await?;
                 let control = agent.control();
-                control.set_config_source(Arc::new(move || {
-                    osprey_config::load_agent(&config).map_err(|e| e.to_string())
-                }));
+                control
+                    .set_config_source(Arc::new(move || osprey_config::load_agent(&config).map_err(|e| e.to_string())));
                 control.set_log_control(log);
                 announce("agent", agent.addr);
                 let c = control.clone();
-                systemd::started("agent", Arc::new(move || {
-                    let c = c.clone();
-                    Box::pin(async move { c.reload("SIGHUP").await })
-                }));
+                systemd::started(
+                    "agent",
+                    Arc::new(move || {
+                        let c = c.clone();
+                        Box::pin(async move { c.reload("SIGHUP").await })
+                    }),
+                );
                 signals.next().await;
                 systemd::stopping();
                 let bound = control.config().shutdown_timeout.get();
@@ -168,10 +170,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state.ops.set_log_control(log);
                 announce("collector", collector.addr);
                 let s = state.clone();
-                systemd::started("collector", Arc::new(move || {
-                    let s = s.clone();
-                    Box::pin(async move { osprey_collector::control::reload(&s, "SIGHUP").await })
-                }));
+                systemd::started(
+                    "collector",
+                    Arc::new(move || {
+                        let s = s.clone();
+                        Box::pin(async move { osprey_collector::control::reload(&s, "SIGHUP").await })
+                    }),
+                );
                 signals.next().await;
                 systemd::stopping();
                 let bound = state.cfg().shutdown_timeout.get();

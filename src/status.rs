@@ -253,13 +253,7 @@ impl View<'_> {
 }
 
 fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
+    if (v.fract() == 0.0 && v.abs() < 1e15) || v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") }
 }
 
 fn bytes(v: f64) -> String {
@@ -276,7 +270,8 @@ fn bytes(v: f64) -> String {
 fn render(targets: &[Target], interval: Duration) -> String {
     let mut out = String::new();
     let now = jiff::Timestamp::now();
-    let _ = writeln!(out, "osprey status  {}  (rates over {})", now.strftime("%Y-%m-%d %H:%M:%S UTC"), humantime(interval));
+    let _ =
+        writeln!(out, "osprey status  {}  (rates over {})", now.strftime("%Y-%m-%d %H:%M:%S UTC"), humantime(interval));
     for t in targets {
         let role = if t.role == Role::Agent { "agent" } else { "collector" };
         let _ = writeln!(out);
@@ -307,7 +302,7 @@ fn render(targets: &[Target], interval: Duration) -> String {
                     v.sum("osprey_config_reloads_total", &[("result", "success")]).map_or("-".into(), number),
                     v.sum("osprey_config_reloads_total", &[("result", "failure")]).map_or("-".into(), number),
                     match v.sum("osprey_config_last_reload_successful", &[]) {
-                        Some(x) if x == 1.0 => "ok",
+                        Some(1.0) => "ok",
                         Some(_) => "FAILED",
                         None => "-",
                     }

@@ -78,12 +78,16 @@ fn handle_sighup(role: &str, reload: Reloader) {
                     send(&reloading);
                     let outcome = reload().await;
                     let status = match &outcome.error {
-                        None if outcome.needs_restart.is_empty() => format!("osprey {role} running (configuration reloaded)"),
+                        None if outcome.needs_restart.is_empty() => {
+                            format!("osprey {role} running (configuration reloaded)")
+                        }
                         None => format!(
                             "osprey {role} running (reloaded; restart to apply {})",
                             outcome.needs_restart.join(", ")
                         ),
-                        Some(e) => format!("osprey {role} running (reload rejected: {})", e.lines().next().unwrap_or("")),
+                        Some(e) => {
+                            format!("osprey {role} running (reload rejected: {})", e.lines().next().unwrap_or(""))
+                        }
                     };
                     send(&[NotifyState::Ready, NotifyState::Status(&status)]);
                 }

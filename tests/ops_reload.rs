@@ -169,10 +169,30 @@ fn an_invalid_config_is_refused_with_its_reason_and_the_running_one_keeps_workin
 #[test]
 fn a_collector_applies_new_limits_on_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let config = |max_line: &str, max_query: &str| {
-        collector_config(dir.path(), &format!("\n[logs]\nmax_line_bytes = {max_line}\nmax_query_lines = {max_query}\n"))
+    let config = |max_line: &str, max_query: &str, max_series: &str| {
+        collector_config(
+            dir.path(),
+            &format!(
+                "\n[logs]\nmax_line_bytes = {max_line}\nmax_query_lines = {max_query}\n\n[metrics]\nmax_series_per_tenant = {max_series}\n"
+            ),
+        )
     };
-    let (proc, url) = start_collector(dir.path(), &config("1000", "100"));
+    let (proc, url) = start_collector(dir.path(), &config("1000", "100", "1000"));
+    let write = |name: &str| {
+        use osprey_protocol::prompb::{Label, Sample, TimeSeries, WriteRequest};
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let series = TimeSeries {
+            labels: vec![Label::new("__name__", name), Label::new("job", "r")],
+            samples: vec![Sample { value: 1.0, timestamp: ts }],
+            exemplars: vec![],
+        };
+        let body =
+            osprey_protocol::prompb::encode_write_request(&WriteRequest { timeseries: vec![series], metadata: vec![] });
+        post(&format!("{url}/api/v1/write"), &osprey_protocol::prompb::REMOTE_WRITE_HEADERS, &body)
+    };
+    for name in ["s1", "s2", "s3"] {
+        assert_eq!(write(name).0, 204);
+    }
     let push = |line: &str, ts: u64| {
         let body = format!(r#"{{"streams":[{{"stream":{{"job":"r"}},"values":[["{ts}","{line}"]]}}]}}"#);
         post(&format!("{url}/loki/api/v1/push"), &[("content-type", "application/json")], body.as_bytes())
@@ -184,7 +204,7 @@ fn a_collector_applies_new_limits_on_reload() {
     assert_eq!(query(20).0, 200);
 
     // SIGHUP: smaller limits from the next request on.
-    std::fs::write(dir.path().join("collector.toml"), config("100", "10")).unwrap();
+    std::fs::write(dir.path().join("collector.toml"), config("100", "10", "3")).unwrap();
     proc.signal("HUP");
     wait_for_log(&dir.path().join("collector.log"), "configuration reloaded", 1, WAIT);
     let (code, body) = push(&long, now());
@@ -193,9 +213,13 @@ fn a_collector_applies_new_limits_on_reload() {
     let (code, body) = query(20);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("(20 > 10)"), "{body}");
+    let (code, body) = write("s4");
+    assert_eq!(code, 429, "a new series over the lowered limit: {body}");
+    assert!(body.contains("metrics.max_series_per_tenant"), "{body}");
+    assert_eq!(write("s1").0, 204, "series already stored keep being updated");
 
     // An invalid value is refused with its key; the limits in force stay.
-    std::fs::write(dir.path().join("collector.toml"), config("0", "10")).unwrap();
+    std::fs::write(dir.path().join("collector.toml"), config("0", "10", "3")).unwrap();
     let (code, answer) = reload(&url);
     assert_eq!(code, 400, "{answer}");
     let error = answer["error"].as_str().unwrap();
@@ -204,16 +228,108 @@ fn a_collector_applies_new_limits_on_reload() {
     assert_eq!(push("short enough", now()).0, 204);
 
     // Raised again through POST /-/reload; a changed listener needs a restart.
-    let raised = config("1000", "100").replace("127.0.0.1:0", "127.0.0.1:1");
+    let raised = config("1000", "100", "1000").replace("127.0.0.1:0", "127.0.0.1:1");
     std::fs::write(dir.path().join("collector.toml"), raised).unwrap();
     let (code, answer) = reload(&url);
     assert_eq!(code, 200, "{answer}");
     assert_eq!(strings(&answer["needs_restart"]), ["server.listen"]);
-    assert_eq!(strings(&answer["applied"]), ["logs.max_line_bytes", "logs.max_query_lines"]);
+    assert_eq!(
+        strings(&answer["applied"]),
+        ["logs.max_line_bytes", "logs.max_query_lines", "metrics.max_series_per_tenant"]
+    );
     assert_eq!(push(&long, now()).0, 204);
+    assert_eq!(write("s4").0, 204);
     assert_eq!(query(20).0, 200);
     let (_, metrics) = get(&format!("{url}/metrics"));
     assert!(metrics.contains("osprey_config_reloads_total{result=\"success\"} 2"), "{metrics}");
     assert!(metrics.contains("osprey_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
     assert!(metrics.contains("osprey_config_last_reload_successful 1"), "{metrics}");
+}
+
+#[test]
+fn scrape_jobs_and_host_metrics_follow_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let cdir = dir.path().join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let (_collector, curl) = start_collector(&cdir, &collector_config(&cdir, ""));
+    let base = agent_config(dir.path(), &curl, "");
+    let (_agent, url) = start_agent(dir.path(), &base);
+    let target = curl.trim_start_matches("http://");
+    let job = format!(
+        "[scrape]\ninterval = \"1s\"\n\n[[scrape.jobs]]\njob_name = \"collector-self\"\nstatic_configs = [{{ targets = [\"{target}\"] }}]\n"
+    );
+    let with_host = base.replace("[host_metrics]\nenabled = false", "[host_metrics]\ninterval = \"1s\"");
+    std::fs::write(dir.path().join("agent.toml"), format!("{with_host}\n{job}")).unwrap();
+    let (code, answer) = reload(&url);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        strings(&answer["applied"]),
+        ["host_metrics.enabled", "host_metrics.interval", "scrape.interval", "scrape.jobs"]
+    );
+    let federate = |selector: &str| get(&format!("{curl}/federate?match[]={}", enc(selector))).1;
+    eventually(WAIT, || get(&format!("{url}/metrics")).1.contains("node_load1").then_some(()))
+        .expect("host metrics collected after the reload");
+    eventually(WAIT, || federate(r#"{job="collector-self"}"#).contains("osprey_ingested_samples_total").then_some(()))
+        .expect("the new scrape job's samples reach the collector");
+
+    // Removing the job: its series are marked stale and leave the collector.
+    std::fs::write(dir.path().join("agent.toml"), &with_host).unwrap();
+    let (code, answer) = reload(&url);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(strings(&answer["applied"]), ["scrape.interval", "scrape.jobs"]);
+    eventually(WAIT, || federate(r#"{job="collector-self"}"#).trim().is_empty().then_some(()))
+        .expect("the removed job's series are stale");
+    assert!(federate(r#"{job="node"}"#).contains("node_load1"), "host metrics still flow");
+}
+
+#[test]
+fn retention_changed_by_reload_applies_at_the_next_maintenance_pass() {
+    use osprey_collector::logs::{LogStore, ScanRequest};
+    use osprey_config::{CollectorConfig, Duration as D};
+    use osprey_protocol::logproto::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = CollectorConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
+    cfg.logs.fsync = osprey_config::collector::FsyncMode::Never;
+    cfg.logs.maintenance_interval = D::from_secs(3600);
+    cfg.logs.out_of_order_window = D::from_secs(400 * 86_400);
+    let store = LogStore::open(&cfg, osprey_collector::telemetry::Telemetry::new(&mut Default::default())).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (job, ts) in [("old", now - 10 * 86_400 * 1_000_000_000), ("new", now)] {
+        let entries = vec![EntryAdapter {
+            timestamp: Some(Timestamp::from_unix_nanos(ts)),
+            line: format!("{job} line"),
+            structured_metadata: vec![],
+        }];
+        let req =
+            PushRequest { streams: vec![StreamAdapter { labels: format!(r#"{{job="{job}"}}"#), entries, hash: 0 }] };
+        rt.block_on(store.push("t", req)).unwrap();
+    }
+    store.flush_now().unwrap();
+    let count = |job: &str| {
+        let req = ScanRequest {
+            tenant: "t".into(),
+            selector: osprey_collector::selector::parse_series_selector(&format!(r#"{{job="{job}"}}"#)).unwrap(),
+            start_ns: 0,
+            end_ns: i64::MAX,
+            backward: false,
+            line_hints: vec![],
+        };
+        let mut n = 0;
+        store
+            .scan(&req, &mut |_, _| {
+                n += 1;
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        n
+    };
+    assert_eq!((count("old"), count("new")), (1, 1));
+    // The reload: a 2-day retention, and maintenance often enough to see it.
+    let mut reloaded = cfg.logs.clone();
+    reloaded.retention.period = D::from_secs(2 * 86_400);
+    reloaded.maintenance_interval = D::from_millis(100);
+    store.apply_config(&reloaded);
+    eventually(WAIT, || (count("old") == 0).then_some(())).expect("the old part is deleted by the new retention");
+    assert_eq!(count("new"), 1);
 }

@@ -132,7 +132,10 @@ fn a_second_signal_ends_the_stop_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let sources = format!("[[sources.files]]\njob = \"t\"\ninclude = [\"{}/*.log\"]\nread_from = \"beginning\"\n", logs.display());
+    let sources = format!(
+        "[[sources.files]]\njob = \"t\"\ninclude = [\"{}/*.log\"]\nread_from = \"beginning\"\n",
+        logs.display()
+    );
     // Nothing listens there: the lines can never be delivered, and the bound is long.
     let receiver = format!("http://127.0.0.1:{}", free_port());
     let cfg = format!("shutdown_timeout = \"10m\"\n{}", agent_config(dir.path(), &receiver, &sources));

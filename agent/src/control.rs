@@ -147,7 +147,9 @@ impl Control {
             Some(e) => checks.push(Check::new(
                 "checkpoints",
                 Status::Degraded,
-                format!("{e}; lines are still shipped, but a restart would send again what was shipped since the last write"),
+                format!(
+                    "{e}; lines are still shipped, but a restart would send again what was shipped since the last write"
+                ),
             )),
         }
         let after = lock(&self.cfg).health.sink_failing_after.get();
@@ -363,9 +365,7 @@ mod tests {
         assert_eq!(e.host_metrics.interval, osprey_config::Duration::from_secs(3));
         // Whatever in_force keeps from the old config must be exactly the restart keys: a key
         // kept old but not listed would be reported as applied and silently ignored.
-        let mut all = AgentConfig::default();
-        all.data_dir = "/x".into();
-        all.hostname = "h".into();
+        let mut all = AgentConfig { data_dir: "/x".into(), hostname: "h".into(), ..AgentConfig::default() };
         all.server.listen = "127.0.0.1:2".parse().unwrap();
         all.collector.url = "http://x:1".into();
         all.collector.logs_url = "http://x:1/l".into();

@@ -237,7 +237,10 @@ pub fn queue_checks(registry: &Registry) -> Vec<Check> {
     }
     let mut used: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut max: BTreeMap<(String, String), f64> = BTreeMap::new();
-    let parser = osprey_protocol::exposition::parse::Parser::new(text.as_bytes(), osprey_protocol::exposition::parse::Format::Text);
+    let parser = osprey_protocol::exposition::parse::Parser::new(
+        text.as_bytes(),
+        osprey_protocol::exposition::parse::Format::Text,
+    );
     for entry in parser {
         let Ok(osprey_protocol::exposition::parse::Entry::Sample(s)) = entry else { continue };
         let labels = s.raw_labels().to_string();

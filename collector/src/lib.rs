@@ -169,16 +169,7 @@ async fn open(cfg: CollectorConfig, front: &http::Front) -> anyhow::Result<Arc<S
     )?;
     let ops = control::Ops::new(osprey_agent::ops::ReloadMetrics::register(&mut registry));
     let query_slots = Arc::new(tokio::sync::Semaphore::new(cfg.logs.max_concurrent_queries));
-    Ok(Arc::new(State {
-        cfg: live::Live::new(cfg),
-        logs,
-        metrics,
-        forward,
-        registry,
-        telemetry,
-        query_slots,
-        ops,
-    }))
+    Ok(Arc::new(State { cfg: live::Live::new(cfg), logs, metrics, forward, registry, telemetry, query_slots, ops }))
 }
 
 fn spawn_expiry(state: &Arc<State>) {

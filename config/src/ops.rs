@@ -59,7 +59,9 @@ pub fn check_log_level(directives: &str) -> Result<(), String> {
         return Err("must not be empty; write e.g. \"info\" or \"warn,osprey_agent::tail=debug\"".into());
     }
     tracing_subscriber::EnvFilter::builder().parse(directives).map(|_| ()).map_err(|e| {
-        format!("invalid level directives {directives:?}: {e}; write e.g. \"info\" or \"warn,osprey_agent::tail=debug\"")
+        format!(
+            "invalid level directives {directives:?}: {e}; write e.g. \"info\" or \"warn,osprey_agent::tail=debug\""
+        )
     })
 }
 
@@ -148,8 +150,7 @@ pub struct ReloadPlan {
 
 impl ReloadPlan {
     pub fn new<T: Serialize>(old: &T, new: &T, restart_keys: &[&str]) -> ReloadPlan {
-        let (needs_restart, applied) =
-            changed_keys(old, new).into_iter().partition(|k| needs_restart(restart_keys, k));
+        let (needs_restart, applied) = changed_keys(old, new).into_iter().partition(|k| needs_restart(restart_keys, k));
         ReloadPlan { applied, needs_restart }
     }
 }

@@ -730,11 +730,7 @@ impl Tailer {
         self.heads.insert(head);
         let start = start.unwrap_or_else(|| {
             let first_look = (self.first_pass && self.first_start) || self.fresh_sources.contains(&source);
-            if first_look && self.sources[source].cfg.read_from == ReadFrom::End {
-                size
-            } else {
-                0
-            }
+            if first_look && self.sources[source].cfg.read_from == ReadFrom::End { size } else { 0 }
         });
         let id = id.unwrap_or_else(|| self.new_id());
         self.follow(id, source, path, file, &meta, head, start, None);
@@ -878,9 +874,8 @@ impl Tailer {
         let Some(r) = self.reconfigure.as_ref().and_then(|rx| rx.try_recv().ok()) else { return false };
         let old_sources = std::mem::replace(&mut self.sources, r.sources);
         let old_includes: HashSet<Vec<String>> = old_sources.iter().map(|s| s.cfg.include.clone()).collect();
-        self.fresh_sources = (0..self.sources.len())
-            .filter(|&i| !old_includes.contains(&self.sources[i].cfg.include))
-            .collect();
+        self.fresh_sources =
+            (0..self.sources.len()).filter(|&i| !old_includes.contains(&self.sources[i].cfg.include)).collect();
         self.opts = r.opts;
         self.discovery = r.discovery;
         self.discovery.refresh();
@@ -970,7 +965,8 @@ impl Tailer {
                 self.emit(id, ev);
             }
             if let Some(t) = self.files.get_mut(&id) {
-                t.joiner = new.multiline.as_ref().map(|_| multiline::Joiner::new(&new.cfg.multiline, new.cfg.max_line_bytes));
+                t.joiner =
+                    new.multiline.as_ref().map(|_| multiline::Joiner::new(&new.cfg.multiline, new.cfg.max_line_bytes));
             }
         }
     }
@@ -1003,8 +999,7 @@ impl Tailer {
         self.telemetry.tail.file_bytes_read.remove(&labels);
         self.telemetry.tail.file_lag_bytes.remove(&labels);
         tracing::info!(path = %t.path.display(), offset = t.emitted, "file no longer matched by any source; released with its checkpoint kept");
-        let record =
-            Record { id, path: t.path.clone(), dev: t.dev, ino: t.ino, head: t.head, offset: t.emitted, mark };
+        let record = Record { id, path: t.path.clone(), dev: t.dev, ino: t.ino, head: t.head, offset: t.emitted, mark };
         self.restored_by_inode.insert((t.dev, t.ino), id);
         self.restored.insert(id, record);
     }

@@ -261,7 +261,10 @@ mod tests {
         let front = Front::new();
         let app = front_router(front.clone());
         let (status, _, body) = call(&app, "/ready").await;
-        assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting: opening the stores\n"));
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting: opening the stores\n")
+        );
         front.progress.begin(200 << 20);
         front.progress.set(50 << 20);
         let (status, _, body) = call(&app, "/ready").await;

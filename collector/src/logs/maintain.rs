@@ -486,14 +486,7 @@ pub(crate) fn merge_once(inner: &Inner) -> Result<bool, StoreError> {
     let (tenant, day) = (first.tenant.clone(), first.day);
     let pid = inner.next_part_id.fetch_add(1, Ordering::SeqCst);
     let cfg = inner.cfg.load();
-    let mut w = PartWriter::create(
-        &inner.parts_dir,
-        pid,
-        &tenant,
-        day,
-        cfg.merge_zstd_level,
-        cfg.merge_block_bytes,
-    )?;
+    let mut w = PartWriter::create(&inner.parts_dir, pid, &tenant, day, cfg.merge_zstd_level, cfg.merge_block_bytes)?;
     // Streams in label order, each with its blocks per input (already time-ordered).
     let mut streams: BTreeMap<&str, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
     for (pi, lp) in inputs.iter().enumerate() {

@@ -353,10 +353,9 @@ impl MetricsStore {
                             "tenant {tenant:?} holds its maximum of {} series (metrics.max_series_per_tenant)",
                             cfg.max_series_per_tenant
                         ),
-                        _ => format!(
-                            "the collector holds its maximum of {} series (metrics.max_series)",
-                            cfg.max_series
-                        ),
+                        _ => {
+                            format!("the collector holds its maximum of {} series (metrics.max_series)", cfg.max_series)
+                        }
                     };
                     out.refuse(reason, format!("new series {} refused: {limit}", validate::describe(labels)));
                     continue;
