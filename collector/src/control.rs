@@ -34,6 +34,8 @@ pub struct Ops {
     reloadables: Mutex<Vec<(&'static str, Reloadable)>>,
     reloading: tokio::sync::Mutex<()>,
     stopping: AtomicBool,
+    /// Turns true with `stopping`, for long-lived answers (tails) that must end on their own.
+    stop_signal: tokio::sync::watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -49,6 +51,7 @@ impl Ops {
             reloadables: Mutex::new(Vec::new()),
             reloading: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
+            stop_signal: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -74,6 +77,12 @@ impl Ops {
     /// Shutdown began: `/ready` says so (load balancers stop sending), reloads are refused.
     pub fn stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.stop_signal.send_replace(true);
+    }
+
+    /// Turns true when shutdown begins.
+    pub fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop_signal.subscribe()
     }
 
     pub fn is_stopping(&self) -> bool {

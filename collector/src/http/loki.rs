@@ -869,6 +869,7 @@ async fn tail_loop(mut socket: WebSocket, state: AppState, spec: TailSpec) {
     let mut sent_at_cursor: HashSet<u64> = HashSet::new();
     let mut first = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut stopping = state.ops.stop_signal();
     loop {
         tokio::select! {
             msg = socket.recv() => match msg {
@@ -876,6 +877,11 @@ async fn tail_loop(mut socket: WebSocket, state: AppState, spec: TailSpec) {
                 Some(Ok(_)) => continue,
             },
             _ = tick.tick() => {}
+            // A tail never ends by itself: it is closed when the collector stops.
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
         }
         let end = now_ns() - spec.delay_ns;
         if end <= cursor {
