@@ -25,6 +25,11 @@ use tokio::sync::{mpsc, watch};
 /// How long a reload waits for the tailer thread to confirm it applied new sources.
 const TAIL_ANSWER_WAIT: Duration = Duration::from_secs(30);
 
+/// Something else reloaded with the config (the listener's TLS files and `/metrics` token, on
+/// the security side): it gets the new config, re-reads what it owns, and returns a line for the
+/// answer or why it refuses (which rejects the reload before anything of it is applied).
+pub type Reloadable = Arc<dyn Fn(&AgentConfig) -> Result<String, String> + Send + Sync>;
+
 /// The host metrics task, restarted when `[host_metrics]` changes.
 pub struct HostTask {
     stop: watch::Sender<bool>,
@@ -63,6 +68,7 @@ pub struct Control {
     shutdown: watch::Receiver<bool>,
     source: Mutex<Option<ConfigSource<AgentConfig>>>,
     log: Mutex<Option<LogControl>>,
+    reloadables: Mutex<Vec<(&'static str, Reloadable)>>,
     /// One reload at a time (SIGHUP and `/-/reload` may race).
     reloading: tokio::sync::Mutex<()>,
     stopping: AtomicBool,
@@ -88,6 +94,7 @@ impl Control {
             shutdown: p.shutdown,
             source: Mutex::new(None),
             log: Mutex::new(None),
+            reloadables: Mutex::new(Vec::new()),
             reloading: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
         }
@@ -106,6 +113,12 @@ impl Control {
 
     pub fn log_control(&self) -> Option<LogControl> {
         lock(&self.log).clone()
+    }
+
+    /// Registers a part reloaded with the config (see [`Reloadable`]). It must not hold the
+    /// `Control` itself (a cycle would keep the agent alive).
+    pub fn add_reloadable(&self, name: &'static str, reload: Reloadable) {
+        lock(&self.reloadables).push((name, reload));
     }
 
     /// The config in force.
@@ -218,9 +231,18 @@ impl Control {
         };
         // (`log.level` was checked when the file was loaded.)
         let log_control = self.log_control();
+        // Parts with their own files (TLS, tokens) check and swap them; a refusal stops here.
+        let mut details = Vec::new();
+        let reloadables = lock(&self.reloadables).clone();
+        for (name, reload) in &reloadables {
+            match reload(&effective) {
+                Ok(line) => details.push(format!("{name}: {line}")),
+                Err(e) => return ReloadOutcome::rejected(format!("{name}: {e}")),
+            }
+        }
 
         // 2. Apply.
-        let mut details = Vec::new();
+
         if let Some(p) = prepared {
             match self.tail.apply(p) {
                 Ok(answer) => match tokio::time::timeout(TAIL_ANSWER_WAIT, answer).await {

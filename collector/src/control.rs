@@ -70,6 +70,8 @@ impl Ops {
 
     /// Registers a part reloaded with the config, e.g. the TLS acceptor's or the token table's
     /// `reload()`: `ops.add_reloadable("tls", Arc::new(move |cfg| acceptor.reload(cfg)...))`.
+    /// It must not hold the `State` strongly (a cycle would keep the stores open at shutdown):
+    /// capture the part itself, or a `Weak<State>`.
     pub fn add_reloadable(&self, name: &'static str, reload: Reloadable) {
         lock(&self.reloadables).push((name, reload));
     }
