@@ -1,14 +1,17 @@
 //! `osprey`: one binary for the agent, the collector, and the tools around them.
 
+mod logging;
 mod query;
+mod status;
 mod systemd;
 mod up;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use osprey_config::{AgentConfig, CollectorConfig, Role};
+use osprey_config::{AgentConfig, CollectorConfig, LogFormat, Role};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -18,8 +21,26 @@ use std::time::Duration;
     about = "Host observability: a light agent and a collector speaking Prometheus and Loki"
 )]
 struct Cli {
+    /// Log line format on stderr (overrides the config's `log.format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> LogFormat {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -46,6 +67,9 @@ enum Command {
     Up(up::UpArgs),
     /// Search the collector's logs (LogQL).
     Query(query::QueryArgs),
+    /// A live view of an agent's and a collector's rates, lags, queues and errors (from their
+    /// /metrics).
+    Status(status::StatusArgs),
     /// Check a config file; print each problem as FILE:LINE:COL: key: problem.
     Validate {
         file: PathBuf,
@@ -59,14 +83,6 @@ enum Command {
 enum RoleArg {
     Agent,
     Collector,
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: under systemd or in a file, escape codes are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 fn main() -> ExitCode {
@@ -112,37 +128,108 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Agent { config, .. } => {
             let cfg = osprey_config::load_agent(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            init_logging();
-            runtime()?.block_on(async move {
-                let signals = Signals::install()?;
+            let log = logging::init(cli.log_format.map_or(cfg.log.format, Into::into), &cfg.log.level);
+            with_runtime(async move {
+                let mut signals = Signals::install()?;
                 let agent = osprey_agent::start(cfg).await?;
+                let control = agent.control();
+                control
+                    .set_config_source(Arc::new(move || osprey_config::load_agent(&config).map_err(|e| e.to_string())));
+                control.set_log_control(log);
                 announce("agent", &agent.url());
-                systemd::started("agent");
-                signals.wait().await;
+                let c = control.clone();
+                systemd::started(
+                    "agent",
+                    Arc::new(move || {
+                        let c = c.clone();
+                        Box::pin(async move { c.reload("SIGHUP").await })
+                    }),
+                );
+                signals.next().await;
                 systemd::stopping();
-                agent.shutdown(Duration::from_secs(10)).await;
-                Ok(ExitCode::SUCCESS)
+                let bound = control.config().shutdown_timeout.get();
+                // The agent's own drain ends a little before the hard bound, so it can still
+                // abandon what is undelivered and write its checkpoints.
+                stop_within(bound, &mut signals, async move {
+                    agent.shutdown(bound - bound / 10).await;
+                    Ok(())
+                })
+                .await
             })
         }
         Command::Collector { config, .. } => {
             let cfg = osprey_config::load_collector(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            init_logging();
-            runtime()?.block_on(async move {
-                let signals = Signals::install()?;
+            let log = logging::init(cli.log_format.map_or(cfg.log.format, Into::into), &cfg.log.level);
+            with_runtime(async move {
+                let mut signals = Signals::install()?;
                 let collector = osprey_collector::start(cfg).await?;
+                let state = collector.state();
+                state.ops.set_config_source(Arc::new(move || {
+                    osprey_config::load_collector(&config).map_err(|e| e.to_string())
+                }));
+                state.ops.set_log_control(log);
                 announce("collector", &collector.url());
-                systemd::started("collector");
-                signals.wait().await;
+                let s = state.clone();
+                systemd::started(
+                    "collector",
+                    Arc::new(move || {
+                        let s = s.clone();
+                        Box::pin(async move { osprey_collector::control::reload(&s, "SIGHUP").await })
+                    }),
+                );
+                signals.next().await;
                 systemd::stopping();
-                collector.shutdown().await?;
-                Ok(ExitCode::SUCCESS)
+                let bound = state.cfg().shutdown_timeout.get();
+                drop(state);
+                stop_within(bound, &mut signals, collector.shutdown()).await
             })
         }
         Command::Up(args) => {
-            init_logging();
-            runtime()?.block_on(up::run(args))
+            let log = logging::init(cli.log_format.map_or(LogFormat::Text, Into::into), "info");
+            with_runtime(up::run(args, log))
         }
-        Command::Query(args) => runtime()?.block_on(query::run(args)),
+        Command::Query(args) => with_runtime(query::run(args)),
+        Command::Status(args) => with_runtime(status::run(args)),
+    }
+}
+
+/// Runs `work` on a fresh runtime, then stops the runtime without waiting for blocking work
+/// still running (a query, a store being closed): the shutdown bound is the caller's, and
+/// nothing acknowledged depends on that work finishing.
+fn with_runtime<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(work: F) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let result = rt.block_on(work);
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+/// Exit status after a second SIGTERM/SIGINT cut a graceful stop short (128 + SIGINT, as shells
+/// report an interrupted program).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs a graceful stop for at most `bound`; a second signal meanwhile exits at once. Either
+/// way what was acknowledged is on disk (the collector's WAL, the agent's checkpoints lag at
+/// most by the batches in flight, which are sent again).
+async fn stop_within(
+    bound: Duration,
+    signals: &mut Signals,
+    stop: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::select! {
+        r = tokio::time::timeout(bound, stop) => match r {
+            Ok(r) => r.map(|()| {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }),
+            Err(_) => {
+                tracing::warn!(?bound, "graceful stop not finished within shutdown_timeout; exiting now (undelivered data is sent after the restart)");
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        _ = signals.next() => {
+            tracing::warn!("second stop signal: exiting at once");
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
     }
 }
 
@@ -161,10 +248,12 @@ fn toml_of<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 
 /// SIGTERM and SIGINT handlers, installed *before* a role announces that it listens, so a
 /// supervisor that stops the process right after the announcement gets a graceful shutdown, not
-/// the default action of the signal.
+/// the default action of the signal. The first signal starts the graceful stop; a second one
+/// (see [`stop_within`]) ends it at once.
 pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    seen: u32,
 }
 
 impl Signals {
@@ -173,15 +262,19 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            seen: 0,
         })
     }
 
-    /// Waits for SIGINT or SIGTERM.
-    pub async fn wait(mut self) {
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn next(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
-        tracing::info!("shutting down");
+        self.seen += 1;
+        if self.seen == 1 {
+            tracing::info!("shutting down (a second SIGTERM or SIGINT exits at once)");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct UpArgs {
@@ -28,6 +28,10 @@ pub struct UpArgs {
     /// How often host metrics are collected.
     #[arg(long, default_value = "15s")]
     metrics_interval: humantime_arg::Dur,
+    /// How long a graceful stop may take (agent drain, then collector); a second signal exits
+    /// at once.
+    #[arg(long, default_value = "30s")]
+    shutdown_timeout: humantime_arg::Dur,
 }
 
 mod humantime_arg {
@@ -41,8 +45,8 @@ mod humantime_arg {
     }
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let signals = crate::Signals::install()?;
+pub async fn run(args: UpArgs, log: osprey_agent::ops::LogControl) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::Signals::install()?;
     let data_dir = std::path::absolute(&args.data_dir)?;
     let mut collector_cfg = CollectorConfig { data_dir: data_dir.join("collector"), ..CollectorConfig::default() };
     collector_cfg.server.listen = args.listen;
@@ -55,6 +59,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     agent_cfg.host_metrics.interval = osprey_config::Duration(args.metrics_interval.0);
     let includes = agent_cfg.sources.files[0].include.join(", ");
     let agent = osprey_agent::start(agent_cfg).await?;
+    let (control, state) = (agent.control(), collector.state());
+    control.set_log_control(log.clone());
+    state.ops.set_log_control(log);
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "osprey up: collector http://{} (Loki push and query API, remote_write, /federate)", collector.addr)?;
@@ -69,12 +76,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     out.flush()?;
     drop(out);
 
-    crate::systemd::started("up");
-    signals.wait().await;
+    // No config file: a reload says so (both roles count it), the running settings stay.
+    crate::systemd::started(
+        "up",
+        Arc::new(move || {
+            let (control, state) = (control.clone(), state.clone());
+            Box::pin(async move {
+                let agent = control.reload("SIGHUP").await;
+                let collector = osprey_collector::control::reload(&state, "SIGHUP").await;
+                if agent.succeeded() { collector } else { agent }
+            })
+        }),
+    );
+    signals.next().await;
     crate::systemd::stopping();
-    agent.shutdown(Duration::from_secs(10)).await;
-    collector.shutdown().await?;
-    Ok(ExitCode::SUCCESS)
+    let bound = args.shutdown_timeout.0;
+    let deadline = tokio::time::Instant::now() + bound;
+    // The agent first (it drains into the collector), then the collector, in one bound.
+    crate::stop_within(bound, &mut signals, async move {
+        agent.shutdown(bound).await;
+        tokio::time::timeout_at(deadline, collector.shutdown()).await.unwrap_or(Ok(()))
+    })
+    .await
 }
 
 fn absolute_glob(g: &str) -> String {

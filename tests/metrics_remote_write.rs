@@ -306,7 +306,7 @@ fn limits_tenants_and_stale_markers() {
     let n = |i: &str| series(&[("__name__", "s"), ("i", i)], 1.0, t);
     let (code, text) = post(&write, &with_tenant("a"), &v1(vec![n("1"), n("2"), n("3"), n("4")]));
     assert_eq!(code, 429, "{text}");
-    assert!(text.contains(r#"new series {__name__="s", i="4"} refused: tenant "a" holds its maximum of 3 series (metrics.max_series_per_tenant)"#), "{text}");
+    assert!(text.contains(r#"new series {__name__="s", i="4"} refused: tenant "a" holds its maximum of 3 series (metrics.max_series_per_tenant or limits.tenants.a.max_series)"#), "{text}");
     let (code, text) = post(&write, &with_tenant("b"), &v1(vec![n("1"), n("2"), n("3")]));
     assert_eq!(code, 429, "{text}");
     assert!(text.contains("the collector holds its maximum of 5 series (metrics.max_series)"), "{text}");

@@ -123,14 +123,16 @@ fn endpoints(start_ns: u128) -> Vec<Endpoint> {
         q(Need::Query, "/no/such/path".into(), 404, None),
         q(Need::Metrics, "/metrics".into(), 200, Some("osprey_rejected_requests_total")),
         q(Need::Public, "/ready".into(), 200, None),
+        q(Need::Public, "/health".into(), 200, Some("checks")),
+        q(Need::Admin, "/-/log-level".into(), 200, None),
+        // The config file is unchanged: the reload succeeds and changes nothing.
         Endpoint {
             method: "POST",
             path: "/-/reload".into(),
             body: vec![],
             headers: vec![],
             need: Need::Admin,
-            // The route belongs to the reload work; until it lands an admin token gets 404.
-            ok: 0,
+            ok: 200,
             a_sees: None,
         },
     ];
@@ -433,5 +435,71 @@ fn with_auth_off_tenants_are_still_checked_and_separate() {
         assert_eq!(a.status, 400, "{bad}: {a:?}");
         assert!(a.body.contains("invalid X-Scope-OrgID"), "{a:?}");
         assert!(!a.body.contains("secret-of"), "{a:?}");
+    }
+}
+
+/// Tokens reload with the config (SIGHUP or `POST /-/reload` by an admin): a rotated secret
+/// works at once and the old one is refused; an unusable token file rejects the whole reload
+/// and the running tokens stay.
+#[test]
+fn tokens_rotate_on_reload_and_a_bad_token_file_keeps_the_running_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let push_file = dir.join("push.token");
+    let admin_file = dir.join("admin.token");
+    std::fs::write(&push_file, "first-push-secret-0123456789\n").unwrap();
+    std::fs::write(&admin_file, "admin-secret-for-reloads-0123\n").unwrap();
+    let query_file = dir.join("query.token");
+    std::fs::write(&query_file, "query-secret-for-t-0123456\n").unwrap();
+    let auth = format!(
+        "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"push\"\nfile = {:?}\nscopes = [\"push\"]\ntenants = [\"t\"]\n[[auth.tokens]]\nname = \"admin\"\nfile = {:?}\nscopes = [\"admin\"]\ntenants = []\n[[auth.tokens]]\nname = \"query\"\nfile = {:?}\nscopes = [\"query\"]\ntenants = [\"t\"]\n",
+        push_file.display().to_string(),
+        admin_file.display().to_string(),
+        query_file.display().to_string()
+    );
+    let (collector, url) = start_collector(dir, &collector_config(dir, &auth));
+    let push_as = |secret: &str, line: &str| {
+        let bearer = format!("Bearer {secret}");
+        let h = [JSON, ("Authorization", bearer.as_str())];
+        http(&url, "POST", "/loki/api/v1/push", &h, &push_body(r#"{"job":"rot"}"#, &[line])).unwrap().status
+    };
+    let admin = "Bearer admin-secret-for-reloads-0123";
+    assert_eq!(push_as("first-push-secret-0123456789", "one"), 204);
+
+    // Rotate through POST /-/reload.
+    std::fs::write(&push_file, "second-push-secret-0123456789\n").unwrap();
+    let a = http(&url, "POST", "/-/reload", &[("Authorization", admin)], b"").unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(push_as("second-push-secret-0123456789", "two"), 204);
+    assert_eq!(push_as("first-push-secret-0123456789", "refused"), 401);
+
+    // A token file too short to be a secret: the reload is refused with the file named; the
+    // running tokens keep working.
+    std::fs::write(&push_file, "short\n").unwrap();
+    let a = http(&url, "POST", "/-/reload", &[("Authorization", admin)], b"").unwrap();
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.body.contains("push.token"), "the refusal names the token file: {a:?}");
+    assert_eq!(push_as("second-push-secret-0123456789", "three"), 204);
+
+    // SIGHUP rotates too.
+    std::fs::write(&push_file, "third-push-secret-0123456789\n").unwrap();
+    collector.signal("HUP");
+    let rotated =
+        eventually(Duration::from_secs(20), || (push_as("third-push-secret-0123456789", "four") == 204).then_some(()));
+    assert!(rotated.is_some(), "SIGHUP never applied the rotated token");
+    assert_eq!(push_as("second-push-secret-0123456789", "refused"), 401);
+
+    // Every accepted line is there, no refused one (the query token was read from its file at
+    // each reload too, unchanged).
+    let q = format!("/loki/api/v1/query_range?query={}&since=1h", enc(r#"{job="rot"}"#));
+    let a = http(&url, "GET", &q, &[("Authorization", "Bearer query-secret-for-t-0123456")], b"").unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    for line in ["one", "two", "three", "four"] {
+        assert!(a.body.contains(&format!("\"{line}\"")), "{line} missing: {}", a.body);
+    }
+    assert!(!a.body.contains("refused"), "{}", a.body);
+    let log = std::fs::read_to_string(dir.join("collector.log")).unwrap_or_default();
+    for secret in ["first-push-secret", "second-push-secret", "third-push-secret", "admin-secret-for-reloads"] {
+        assert!(!log.contains(secret), "a token appears in the log");
     }
 }

@@ -266,3 +266,36 @@ fn a_rotated_certificate_is_picked_up_and_open_connections_stay() {
     let log = read(&dir.join("collector.log"));
     assert!(log.contains("TLS files changed but cannot be used") && log.contains("server.tls.cert_file"), "{log}");
 }
+
+/// With file watching off (`reload_interval = "0s"`), SIGHUP is what loads a renewed
+/// certificate; a broken one is refused with the file named and the running one stays.
+#[test]
+fn sighup_reloads_the_certificate_and_refuses_a_broken_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(dir, "main");
+    let live = pki.issue("live", "first", None);
+    let (collector, url) = start_collector(dir, &collector_config(dir, &tls_section(&live, None, "0s")));
+    let tls = client_tls(&pki.ca_file(), None);
+    assert_eq!(TlsConn::connect(&url, &tls).unwrap().server_cn(), "first");
+
+    let next = pki.issue("next", "second", None);
+    std::fs::copy(&next.key, &live.key).unwrap();
+    std::fs::copy(&next.cert, &live.cert).unwrap();
+    // Not watched: the old certificate is still served until the signal.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(TlsConn::connect(&url, &tls).unwrap().server_cn(), "first");
+    collector.signal("HUP");
+    let rotated = eventually(Duration::from_secs(20), || {
+        (TlsConn::connect(&url, &tls).ok()?.server_cn() == "second").then_some(())
+    });
+    assert!(rotated.is_some(), "SIGHUP did not load the renewed certificate");
+
+    std::fs::write(&live.cert, "not a certificate\n").unwrap();
+    collector.signal("HUP");
+    let log = wait_for_log(&dir.join("collector.log"), "configuration reload rejected", 1, Duration::from_secs(20));
+    assert!(log.contains("server.tls.cert_file"), "the refusal names the key: {log}");
+    assert_eq!(TlsConn::connect(&url, &tls).unwrap().server_cn(), "second");
+    let m = https(&url, &tls, "GET", "/metrics", &[], b"").unwrap();
+    assert!(metric(&m.body, r#"osprey_config_reloads_total{result="failure"}"#) >= 1.0, "{}", m.body);
+}

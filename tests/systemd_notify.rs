@@ -66,14 +66,20 @@ fn collector_notifies_ready_then_pings_the_watchdog_and_survives_sighup() {
     // READY=1 is sent once listening: the HTTP API answers by now.
     assert_eq!(get(&format!("{url}/ready")).0, 200);
 
-    // SIGHUP is `systemctl reload`: logged, and the process keeps serving.
+    // SIGHUP is `systemctl reload`: the config is reloaded, systemd hears RELOADING=1 (with
+    // MONOTONIC_USEC) then READY=1 with the outcome, and the process keeps serving.
     let status = Command::new("kill").arg("-HUP").arg(proc.pid().to_string()).status().unwrap();
     assert!(status.success());
     let log = dir.path().join("collector.log");
     let logged = eventually(Duration::from_secs(20), || {
-        std::fs::read_to_string(&log).ok().filter(|l| l.contains("SIGHUP: reload requested")).map(|_| ())
+        std::fs::read_to_string(&log).ok().filter(|l| l.contains("configuration reloaded")).map(|_| ())
     });
     assert!(logged.is_some(), "no reload log line after SIGHUP");
+    let msgs = notify.until(Duration::from_secs(20), |m| m.iter().any(|x| x.contains("configuration reloaded")));
+    let reloading = msgs.iter().position(|m| m.lines().any(|l| l == "RELOADING=1"));
+    let ready = msgs.iter().position(|m| m.lines().any(|l| l == "READY=1") && m.contains("configuration reloaded"));
+    assert!(reloading.is_some() && reloading < ready, "RELOADING=1 then READY=1 with a status: {msgs:?}");
+    assert!(msgs[reloading.unwrap()].contains("MONOTONIC_USEC="), "{msgs:?}");
     assert!(proc.child.try_wait().unwrap().is_none(), "SIGHUP killed the collector");
     assert_eq!(get(&format!("{url}/ready")).0, 200);
     // Still pinging after the signal.
@@ -105,7 +111,7 @@ fn agent_notifies_ready_and_survives_sighup() {
     Command::new("kill").arg("-HUP").arg(proc.pid().to_string()).status().unwrap();
     let log = dir.path().join("agent.log");
     let logged = eventually(Duration::from_secs(20), || {
-        std::fs::read_to_string(&log).ok().filter(|l| l.contains("SIGHUP: reload requested")).map(|_| ())
+        std::fs::read_to_string(&log).ok().filter(|l| l.contains("configuration reloaded")).map(|_| ())
     });
     assert!(logged.is_some(), "no reload log line after SIGHUP");
     assert!(proc.child.try_wait().unwrap().is_none(), "SIGHUP killed the agent");

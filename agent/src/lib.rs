@@ -4,7 +4,9 @@
 //! Sources run on their own threads or tasks and hand whole batches to sinks over bounded
 //! channels ([`pipeline`]); each sink sends in order and retries until delivery ([`sink`]).
 
+pub mod control;
 pub mod host;
+pub mod ops;
 pub mod pipeline;
 pub mod queue;
 pub mod scrape;
@@ -17,7 +19,7 @@ use osprey_config::AgentConfig;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// The `host` label: configured, else the kernel's hostname.
@@ -39,6 +41,7 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     logs: Option<tail::LogPipeline>,
     listener: Listener,
+    control: Arc<control::Control>,
 }
 
 /// What a reload may change on the agent's own listener.
@@ -48,40 +51,56 @@ struct Listener {
     token: Arc<std::sync::RwLock<Option<osprey_server::token::Digest>>>,
 }
 
+impl Listener {
+    /// The security half of a config reload for the agent's listener: the `[server.tls]` files
+    /// and `server.bearer_token_file` are read again. Everything is checked before anything
+    /// changes; on error nothing did. Switching TLS on or off needs a restart. (The client side,
+    /// `[collector.tls]`, is read when the sinks are built.)
+    fn reload(&self, cfg: &AgentConfig) -> anyhow::Result<()> {
+        let files = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls);
+        let tls = match (&self.tls, files) {
+            (Some(_), Some(f)) => Some(f.server_config().map(|_| f)?),
+            (None, None) => None,
+            _ => anyhow::bail!("server.tls: switching TLS on or off needs a restart"),
+        };
+        let token = read_metrics_token(cfg)?;
+        if let (Some(running), Some(files)) = (&self.tls, tls) {
+            running.reload_with(files)?;
+        }
+        *self.token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+        Ok(())
+    }
+}
+
 impl Running {
     /// `https://ADDR` or `http://ADDR`.
     pub fn url(&self) -> String {
         format!("{}://{}", if self.listener.tls.is_some() { "https" } else { "http" }, self.addr)
     }
 
-    /// The security half of a config reload for the agent's listener: the `[server.tls]` files
-    /// and `server.bearer_token_file` are read again. Everything is checked before anything
-    /// changes; on error nothing did. Switching TLS on or off needs a restart. (The client side,
-    /// `[collector.tls]`, is read when the sinks are built.)
+    /// The security half of a config reload for the agent's listener; see [`Listener::reload`].
     pub fn reload_security(&self, cfg: &AgentConfig) -> anyhow::Result<()> {
-        let files = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls);
-        let tls = match (&self.listener.tls, files) {
-            (Some(_), Some(f)) => Some(f.server_config().map(|_| f)?),
-            (None, None) => None,
-            _ => anyhow::bail!("server.tls: switching TLS on or off needs a restart"),
-        };
-        let token = read_metrics_token(cfg)?;
-        if let (Some(running), Some(files)) = (&self.listener.tls, tls) {
-            running.reload_with(files)?;
-        }
-        *self.listener.token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = token;
-        Ok(())
+        self.listener.reload(cfg)
     }
 
-    /// Stops reading, lets sinks deliver what is queued (bounded by `grace`), saves the file
-    /// checkpoints, and returns.
+    /// Stops reading, lets sinks deliver what is queued, saves the file checkpoints, and returns,
+    /// all within `grace` (what is not delivered by then is read again after the restart).
     pub async fn shutdown(mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.control.stopping();
         let _ = self.stop.send(true);
         if let Some(logs) = self.logs.take() {
-            logs.shutdown(grace).await;
+            logs.shutdown(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         }
         let all = futures_join(std::mem::take(&mut self.tasks));
-        let _ = tokio::time::timeout(grace, all).await;
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!(?grace, "agent tasks still running at the end of shutdown_timeout; exiting anyway");
+        }
+    }
+
+    /// Reload and health state, shared with the HTTP handlers (`/-/reload`, `/health`, ...).
+    pub fn control(&self) -> Arc<control::Control> {
+        self.control.clone()
     }
 }
 
@@ -200,60 +219,65 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
             shutdown.clone(),
         )));
     }
-    if !cfg.scrape.jobs.is_empty() {
-        let jobs = scrape::jobs(&cfg.scrape)?;
+    // Scraping: one manager, its job list replaced on reload.
+    let (jobs_tx, jobs_rx) = watch::channel(scrape::jobs(&cfg.scrape)?);
+    {
         let metrics = scrape::ScrapeMetrics::default();
         metrics.register(registry.sub_registry_with_prefix("osprey_agent"));
-        tasks.push(tokio::spawn(scrape::run(jobs, metric_tx.clone(), shutdown.clone(), metrics)));
+        tasks.push(tokio::spawn(scrape::run(jobs_rx, metric_tx.clone(), shutdown.clone(), metrics)));
     }
-    if cfg.host_metrics.enabled {
-        let collectors = Arc::new(Mutex::new(host::HostCollectors::new(&cfg.host_metrics)?));
-        let interval = cfg.host_metrics.interval.get();
-        let extra = vec![("host".to_string(), host.clone()), ("job".to_string(), "node".to_string())];
-        let snap = snapshot.clone();
-        let t = telemetry.clone();
-        let tx = metric_tx.clone();
-        let mut stopped = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped.wait_for(|s| *s) => break,
-                }
-                // /proc and statfs reads block; keep them off the async workers.
-                let c = collectors.clone();
-                let Ok(families) =
-                    tokio::task::spawn_blocking(move || c.lock().map(|mut c| c.collect()).unwrap_or_default()).await
-                else {
-                    continue;
-                };
-                t.host_metrics_collections.inc();
-                let ts_ms =
-                    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-                let series = host::to_series(&families, &extra, ts_ms);
-                if let Ok(mut s) = snap.lock() {
-                    *s = families;
-                }
-                // A full channel means the encoder is behind; this sample waits its turn.
-                if tx.send(sink::remote_write::Batch { source: 0, series }).await.is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-
-    let listener = osprey_server::bind(cfg.server.listen)
-        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
-    let addr = listener.local_addr()?;
+    let reload_metrics = ops::ReloadMetrics::register(&mut registry);
+    let host_task = if cfg.host_metrics.enabled {
+        let collectors = host::HostCollectors::new(&cfg.host_metrics)?;
+        Some(control::spawn_host_metrics(
+            collectors,
+            cfg.host_metrics.interval.get(),
+            &host,
+            snapshot.clone(),
+            telemetry.clone(),
+            metric_tx.clone(),
+            shutdown.clone(),
+        ))
+    } else {
+        None
+    };
     let listener_metrics = osprey_server::ListenerMetrics::default();
     listener_metrics.register(registry.sub_registry_with_prefix("osprey_agent"));
     if let Some(tls) = &listener_state.tls {
         tls.register(registry.sub_registry_with_prefix("osprey_agent"));
         tls.spawn_watcher(cfg.server.tls.reload_interval.get(), shutdown.clone());
     }
-    let app = server_router(Arc::new(registry), snapshot)
+    let registry = Arc::new(registry);
+    let control = Arc::new(control::Control::new(control::Parts {
+        cfg: cfg.clone(),
+        hostname: host.clone(),
+        tail: logs.control(),
+        jobs: jobs_tx,
+        host_task,
+        metric_tx,
+        snapshot: snapshot.clone(),
+        telemetry: telemetry.clone(),
+        registry: registry.clone(),
+        metrics: reload_metrics,
+        shutdown: shutdown.clone(),
+    }));
+    {
+        let listener = listener_state.clone();
+        control.add_reloadable(
+            "listener",
+            Arc::new(move |cfg: &AgentConfig| {
+                listener
+                    .reload(cfg)
+                    .map(|()| "server.tls files and server.bearer_token_file read again".to_string())
+                    .map_err(|e| format!("{e:#}"))
+            }),
+        );
+    }
+
+    let listener = osprey_server::bind(cfg.server.listen)
+        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    let app = server_router(registry, snapshot, control.clone())
         .layer(axum::middleware::from_fn_with_state(listener_state.token.clone(), require_token))
         .layer(axum::middleware::from_fn_with_state(
             osprey_server::listener::Deadline { timeout: REQUEST_TIMEOUT, key: "the agent's 30s request limit" },
@@ -268,11 +292,11 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
         osprey_server::serve(listener, app, tls, LISTENER, listener_metrics, stopping).await;
     }));
     tracing::info!(%addr, host = %host, logs = %out.logs_push_url(), metrics = %out.remote_write_url(), "agent started");
-    Ok(Running { addr, stop, tasks, logs: Some(logs), listener: listener_state })
+    Ok(Running { addr, stop, tasks, logs: Some(logs), listener: listener_state, control })
 }
 
 /// `/metrics` needs `Authorization: Bearer <server.bearer_token_file>` when that is set;
-/// `/ready` never does (probes carry no token).
+/// `/ready` and `/health` never do (probes carry no token).
 async fn require_token(
     axum::extract::State(token): axum::extract::State<Arc<std::sync::RwLock<Option<osprey_server::token::Digest>>>>,
     req: axum::extract::Request,
@@ -281,7 +305,7 @@ async fn require_token(
     use axum::response::IntoResponse;
     use osprey_server::token::{Credentials, credentials, find};
     let expected = *token.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(expected) = expected.filter(|_| req.uri().path() != "/ready") else {
+    let Some(expected) = expected.filter(|_| !matches!(req.uri().path(), "/ready" | "/health")) else {
         return next.run(req).await;
     };
     let problem = match credentials(req.headers()) {
@@ -300,9 +324,15 @@ async fn require_token(
         .into_response()
 }
 
-fn server_router(registry: Arc<Registry>, snapshot: Arc<Mutex<Vec<host::Family>>>) -> axum::Router {
+fn server_router(
+    registry: Arc<Registry>,
+    snapshot: Arc<Mutex<Vec<host::Family>>>,
+    control: Arc<control::Control>,
+) -> axum::Router {
     use axum::http::header;
-    use axum::routing::get;
+    use axum::routing::{get, post};
+    use ops::{json, text};
+    let (c1, c2, c3, c4, c5) = (control.clone(), control.clone(), control.clone(), control.clone(), control);
     axum::Router::new()
         .route(
             "/metrics",
@@ -319,5 +349,43 @@ fn server_router(registry: Arc<Registry>, snapshot: Arc<Mutex<Vec<host::Family>>
                 }
             }),
         )
-        .route("/ready", get(|| async { "ready\n" }))
+        .route(
+            "/ready",
+            get(move || async move {
+                let (code, body) = ops::ready_answer(&c1.not_ready());
+                text(code, body)
+            }),
+        )
+        .route(
+            "/health",
+            get(move || async move {
+                let report = c2.health();
+                json(report.http_status(), report.to_json())
+            }),
+        )
+        .route(
+            "/-/reload",
+            post(move || async move {
+                let outcome = c3.reload("POST /-/reload").await;
+                json(outcome.http_status(), outcome.to_json())
+            }),
+        )
+        .route(
+            "/-/log-level",
+            get(move || async move {
+                let (code, body) = ops::log_level_request(c4.log_control().as_ref(), None);
+                text(code, body)
+            })
+            .post({
+                let c = c5.clone();
+                move |body: String| async move {
+                    let (code, body) = ops::log_level_request(c.log_control().as_ref(), Some(&body));
+                    text(code, body)
+                }
+            })
+            .put(move |body: String| async move {
+                let (code, body) = ops::log_level_request(c5.log_control().as_ref(), Some(&body));
+                text(code, body)
+            }),
+        )
 }

@@ -27,6 +27,8 @@ pub struct Telemetry {
     pub host_metrics_collections: Counter,
     /// File tailing (`tail/`).
     pub tail: TailTelemetry,
+    /// Sinks failing right now, for `/health` (not a metric).
+    pub sink_health: crate::ops::SinkHealth,
 }
 
 impl Telemetry {
@@ -44,6 +46,7 @@ impl Telemetry {
             send_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 4.0, 9))),
             host_metrics_collections: Counter::default(),
             tail: TailTelemetry::new(registry),
+            sink_health: crate::ops::SinkHealth::default(),
         };
         let r = registry.sub_registry_with_prefix("osprey_agent");
         r.register("lines_read", "Log lines read from files", t.lines_read.clone());
@@ -107,6 +110,8 @@ pub struct TailTelemetry {
     pub checkpoint_corruptions: Counter,
     pub ack_seconds: Histogram,
     pub batches_built: Counter,
+    /// The error of the last checkpoint write, while writes fail (for `/health`).
+    pub checkpoint_failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl TailTelemetry {
@@ -132,6 +137,7 @@ impl TailTelemetry {
             checkpoint_corruptions: Counter::default(),
             ack_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             batches_built: Counter::default(),
+            checkpoint_failing: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("osprey_agent");
         r.register("file_bytes_read", "Bytes read per followed file", t.file_bytes_read.clone());

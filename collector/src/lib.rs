@@ -7,10 +7,13 @@
 //! Loki's and Prometheus' shapes ([`promql`] for `/api/v1/query`).
 
 pub mod auth;
+pub mod control;
 pub mod http;
+pub mod live;
 pub mod logql;
 pub mod logs;
 pub mod metrics;
+pub mod progress;
 pub mod promql;
 pub mod selector;
 pub mod telemetry;
@@ -28,7 +31,9 @@ use tokio::sync::watch;
 
 /// Everything the HTTP handlers share.
 pub struct State {
-    pub cfg: CollectorConfig,
+    /// The config in force: replaced by a reload (hot keys from the file, restart keys as
+    /// started; see [`control`]). Read it through [`State::cfg`] once per request.
+    pub cfg: live::Live<CollectorConfig>,
     pub logs: logs::LogStore,
     pub metrics: metrics::MetricsStore,
     /// `[[metrics.forward]]` targets, each with its on-disk queue.
@@ -43,9 +48,16 @@ pub struct State {
     pub limits: tenant_limits::TenantLimiter,
     /// The listener's certificate, when `[server.tls]` is on; swapped on reload or file change.
     pub tls: Option<Arc<osprey_server::ReloadingTls>>,
+    /// Reload, log level and lifecycle state.
+    pub ops: control::Ops,
 }
 
 impl State {
+    /// The config in force.
+    pub fn cfg(&self) -> Arc<CollectorConfig> {
+        self.cfg.load()
+    }
+
     /// The security half of a config reload: TLS files, tokens, and per-tenant limits. Every
     /// file is read and checked before anything changes, so on error nothing did and the
     /// running settings stay. Switching TLS on or off needs a restart (the listener is already
@@ -75,9 +87,9 @@ pub struct Running {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    /// The handlers' state (weak: the server task holds the last strong reference, whose drop
-    /// closes the WAL).
-    state: std::sync::Weak<State>,
+    /// The handlers' state; the stores close when the last reference goes (after the server).
+    state: Arc<State>,
+    lock: std::fs::File,
     tls: bool,
 }
 
@@ -87,21 +99,37 @@ impl Running {
         format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
-    /// See [`State::reload_security`]; an error when the collector has stopped.
+    /// See [`State::reload_security`].
     pub fn reload_security(&self, cfg: &CollectorConfig) -> anyhow::Result<()> {
-        let state = self.state.upgrade().context("the collector has stopped")?;
-        state.reload_security(cfg)
+        self.state.reload_security(cfg)
     }
 
-    /// Stops accepting, lets in-flight requests finish, and closes the WAL.
+    /// Stops accepting, lets in-flight requests finish, and closes the stores (the WAL commits
+    /// what is queued). The caller bounds it (`shutdown_timeout`); acknowledged data is on disk
+    /// whether or not it completes.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.ops.stopping();
         let _ = self.stop.send(true);
-        self.server.await.context("collector server task panicked")?
+        let served = self.server.await.context("collector server task panicked")?;
+        // The stores close when the last reference goes (WAL writer and maintenance threads are
+        // joined): off the async workers.
+        let (state, lock) = (self.state, self.lock);
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(state);
+            drop(lock);
+        })
+        .await;
+        served
     }
 
     /// Waits until the server stops on its own (it only does on error).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.server.await.context("collector server task panicked")?
+    }
+
+    /// The shared state (reload, config in force, health).
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
     }
 }
 
@@ -125,7 +153,9 @@ pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Opens the stores (replaying the WAL) and starts serving on `cfg.server.listen`.
+/// Starts serving on `cfg.server.listen` at once (`/ready` answers 503 with the replay's
+/// progress, `/health` 200, everything else 503 "starting"), opens the stores (replaying the
+/// WAL), then serves the whole API. Returns once the stores are open.
 pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
     // Unusable TLS or token files stop the start before the WAL replay, with the file named.
     let tls = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls)
@@ -133,13 +163,60 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
         .transpose()?;
     let auth = auth::Auth::new(&cfg)?;
     let lock = lock_data_dir(&cfg.data_dir)?;
+    let listener = osprey_server::bind(cfg.server.listen)
+        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    let listener_metrics = osprey_server::ListenerMetrics::default();
+    let listen_opts = osprey_server::ListenerOptions {
+        max_connections: cfg.server.max_connections,
+        header_read_timeout: cfg.server.header_read_timeout.get(),
+        max_header_bytes: cfg.server.max_header_bytes,
+        // Nothing in flight outlives a request timeout; waiting longer would be for nothing.
+        drain_timeout: cfg.server.request_timeout.get(),
+    };
+    let (stop, mut stopped) = watch::channel(false);
+    if let Some(tls) = &tls {
+        tls.spawn_watcher(cfg.server.tls.reload_interval.get(), stop.subscribe());
+    }
+    let front = http::Front::new();
+    let app = http::front_router(front.clone());
+    let tls_on = tls.is_some();
+    let server = {
+        let (tls, metrics) = (tls.clone(), listener_metrics.clone());
+        tokio::spawn(async move {
+            let stopping = async move {
+                let _ = stopped.wait_for(|s| *s).await.map(|_| ());
+            };
+            osprey_server::serve(listener, app, tls, listen_opts, metrics, stopping).await;
+            Ok(())
+        })
+    };
+    let parts = ListenerParts { auth, tls, metrics: listener_metrics };
+    match open(cfg, &front, parts).await {
+        Ok(state) => {
+            front.serve(http::router(state.clone()));
+            state.forward.spawn(stop.subscribe());
+            spawn_expiry(&state);
+            tracing::info!(%addr, tls = tls_on, "collector listening");
+            Ok(Running { addr, stop, server, state, lock, tls: tls_on })
+        }
+        Err(e) => {
+            let _ = stop.send(true);
+            let _ = server.await;
+            Err(e)
+        }
+    }
+}
+
+async fn open(cfg: CollectorConfig, front: &http::Front, listener: ListenerParts) -> anyhow::Result<Arc<State>> {
     let mut registry = Registry::default();
     let telemetry = telemetry::Telemetry::new(&mut registry);
     let store_cfg = cfg.clone();
     let store_telemetry = telemetry.clone();
+    let progress = front.progress.clone();
     let (logs, mut registry) = tokio::task::spawn_blocking(move || {
         let mut registry = registry;
-        let logs = logs::LogStore::open_with_registry(&store_cfg, store_telemetry, &mut registry);
+        let logs = logs::LogStore::open_with_progress(&store_cfg, store_telemetry, &mut registry, &progress);
         (logs, registry)
     })
     .await
@@ -152,44 +229,54 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
         &cfg.logs.default_tenant,
         &mut registry,
     )?;
-    let listener =
-        osprey_server::bind(cfg.server.listen).with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
-    let addr = listener.local_addr()?;
+    let ops = control::Ops::new(osprey_agent::ops::ReloadMetrics::register(&mut registry));
     let query_slots = Arc::new(tokio::sync::Semaphore::new(cfg.logs.max_concurrent_queries));
     let limits = tenant_limits::TenantLimiter::new(&cfg, &mut registry);
-    metrics.set_series_limits(tenant_limits::TenantLimiter::store_overrides(&cfg).1);
-    let listener_metrics = osprey_server::ListenerMetrics::default();
-    listener_metrics.register(registry.sub_registry_with_prefix("osprey"));
-    if let Some(tls) = &tls {
+    let (streams, series) = tenant_limits::TenantLimiter::store_overrides(&cfg);
+    logs.set_stream_limits(streams);
+    metrics.set_series_limits(series);
+    listener.metrics.register(registry.sub_registry_with_prefix("osprey"));
+    if let Some(tls) = &listener.tls {
         tls.register(registry.sub_registry_with_prefix("osprey"));
     }
-    let listen_opts = osprey_server::ListenerOptions {
-        max_connections: cfg.server.max_connections,
-        header_read_timeout: cfg.server.header_read_timeout.get(),
-        max_header_bytes: cfg.server.max_header_bytes,
-        // Nothing in flight outlives a request timeout; waiting longer would be for nothing.
-        drain_timeout: cfg.server.request_timeout.get(),
-    };
-    let tls_interval = cfg.server.tls.reload_interval.get();
     let state = Arc::new(State {
-        cfg,
+        cfg: live::Live::new(cfg),
         logs,
         metrics,
         forward,
         registry,
         telemetry,
         query_slots,
-        auth,
+        auth: listener.auth,
         limits,
-        tls: tls.clone(),
+        tls: listener.tls,
+        ops,
     });
-    let (stop, mut stopped) = watch::channel(false);
-    state.forward.spawn(stop.subscribe());
-    if let Some(tls) = &tls {
-        tls.spawn_watcher(tls_interval, stop.subscribe());
-    }
+    // TLS files and tokens reload with the rest of the config (SIGHUP, POST /-/reload). Weak:
+    // the stores must close when the server lets go of them.
+    let weak = Arc::downgrade(&state);
+    state.ops.add_reloadable(
+        "security",
+        Arc::new(move |cfg: &CollectorConfig| {
+            let state = weak.upgrade().ok_or_else(|| "the collector has stopped".to_string())?;
+            state
+                .reload_security(cfg)
+                .map(|()| "TLS files, [auth] tokens and [limits] applied".to_string())
+                .map_err(|e| format!("{e:#}"))
+        }),
+    );
+    Ok(state)
+}
 
-    let expiry_state = Arc::downgrade(&state);
+/// What [`open`] takes from the start: the parts built before the WAL replay.
+struct ListenerParts {
+    auth: auth::Auth,
+    tls: Option<Arc<osprey_server::ReloadingTls>>,
+    metrics: osprey_server::ListenerMetrics,
+}
+
+fn spawn_expiry(state: &Arc<State>) {
+    let expiry_state = Arc::downgrade(state);
     tokio::spawn(async move {
         // Fleet liveness every 5 s (so `osprey_agent_up` turns 0 promptly), expiry every 15 s.
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -206,20 +293,4 @@ pub async fn start(cfg: CollectorConfig) -> anyhow::Result<Running> {
             .await;
         }
     });
-
-    let app = http::router(state.clone());
-    let weak = Arc::downgrade(&state);
-    let tls_on = tls.is_some();
-    let server = tokio::spawn(async move {
-        let stopping = async move {
-            let _ = stopped.wait_for(|s| *s).await.map(|_| ());
-        };
-        osprey_server::serve(listener, app, tls, listen_opts, listener_metrics, stopping).await;
-        // Last reference to the stores: dropping it closes the WAL after queued appends.
-        drop(state);
-        drop(lock);
-        Ok(())
-    });
-    tracing::info!(%addr, tls = tls_on, "collector listening");
-    Ok(Running { addr, stop, server, state: weak, tls: tls_on })
 }

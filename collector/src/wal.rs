@@ -94,6 +94,8 @@ struct Request {
 pub struct Wal {
     tx: Option<mpsc::Sender<Request>>,
     segments: Arc<RwLock<Vec<Arc<Segment>>>>,
+    /// Why the writer refuses appends, once it does (shown by `/health`).
+    poisoned: Arc<std::sync::Mutex<Option<String>>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -149,7 +151,9 @@ impl Wal {
         segments.push(seg);
         let segments = Arc::new(RwLock::new(segments));
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
+        let poisoned = Arc::new(std::sync::Mutex::new(None));
         let writer = Writer {
+            published_poison: poisoned.clone(),
             dir: opts.dir,
             segment_bytes: opts.segment_bytes,
             fsync: opts.fsync,
@@ -161,7 +165,13 @@ impl Wal {
             poisoned: None,
         };
         let handle = std::thread::Builder::new().name("osprey-wal".into()).spawn(move || writer.run(rx))?;
-        Ok((Wal { tx: Some(tx), segments, writer: Some(handle) }, report))
+        Ok((Wal { tx: Some(tx), segments, poisoned, writer: Some(handle) }, report))
+    }
+
+    /// Why the WAL refuses appends (after a failed fsync, or a write it could not undo); `None`
+    /// while it works. Only a restart clears it.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().map(|p| p.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Appends one record and waits until it is durable (per the fsync mode).
@@ -234,6 +244,7 @@ struct Writer {
     segments: Arc<RwLock<Vec<Arc<Segment>>>>,
     telemetry: Telemetry,
     poisoned: Option<String>,
+    published_poison: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Writer {
@@ -277,6 +288,11 @@ impl Writer {
                 Err(e) => {
                     let msg = e.to_string();
                     tracing::error!(error = %msg, "WAL append failed");
+                    if let Some(p) = &self.poisoned
+                        && let Ok(mut published) = self.published_poison.lock()
+                    {
+                        *published = Some(p.clone());
+                    }
                     for req in batch.drain(..) {
                         let _ = req.done.send(Err(match &self.poisoned {
                             Some(p) => WalError::Poisoned(p.clone()),

@@ -15,6 +15,9 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// The `host` label on everything this agent ships. Empty: the system hostname.
     pub hostname: String,
+    /// How long a graceful stop (SIGTERM, SIGINT) may take: sinks deliver what is queued, the
+    /// checkpoints are saved, then the process exits; a second signal exits at once.
+    pub shutdown_timeout: Duration,
     pub server: AgentServer,
     pub collector: Output,
     pub sources: Sources,
@@ -22,6 +25,8 @@ pub struct AgentConfig {
     pub scrape: crate::scrape::Scrape,
     pub remote_write: crate::scrape::RemoteWrite,
     pub pipeline: Pipeline,
+    pub health: AgentHealth,
+    pub log: crate::ops::Log,
 }
 
 impl Default for AgentConfig {
@@ -29,6 +34,7 @@ impl Default for AgentConfig {
         AgentConfig {
             data_dir: PathBuf::from("/var/lib/osprey/agent"),
             hostname: String::new(),
+            shutdown_timeout: Duration::from_secs(10),
             server: AgentServer::default(),
             collector: Output::default(),
             sources: Sources::default(),
@@ -36,7 +42,24 @@ impl Default for AgentConfig {
             scrape: crate::scrape::Scrape::default(),
             remote_write: crate::scrape::RemoteWrite::default(),
             pipeline: Pipeline::default(),
+            health: AgentHealth::default(),
+            log: crate::ops::Log::default(),
         }
+    }
+}
+
+/// `[health]`: when `/health` reports the agent degraded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentHealth {
+    /// A sink whose sends have failed (and been retried) for this long without one delivery
+    /// makes `/health` say `degraded`, naming the sink and its last error.
+    pub sink_failing_after: Duration,
+}
+
+impl Default for AgentHealth {
+    fn default() -> Self {
+        AgentHealth { sink_failing_after: Duration::from_secs(300) }
     }
 }
 
@@ -428,6 +451,13 @@ impl Validate for AgentConfig {
         if self.data_dir.as_os_str().is_empty() {
             p.push(("data_dir".into(), "must not be empty".into()));
         }
+        if self.shutdown_timeout.get() < std::time::Duration::from_millis(100) {
+            p.push(("shutdown_timeout".into(), "must be at least 100ms".into()));
+        }
+        if self.health.sink_failing_after.get() < std::time::Duration::from_secs(1) {
+            p.push(("health.sink_failing_after".into(), "must be at least 1s".into()));
+        }
+        self.log.validate(p);
         for (key, value) in [
             ("collector.url", &self.collector.url),
             ("collector.logs_url", &self.collector.logs_url),

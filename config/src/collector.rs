@@ -13,22 +13,29 @@ use std::path::PathBuf;
 pub struct CollectorConfig {
     /// Where the WAL, log parts and queues live. Override: `OSPREY_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// How long a graceful stop (SIGTERM, SIGINT) may take: the listener closes, requests in
+    /// flight are answered, the WAL commits what is queued; then the process exits (a second
+    /// signal exits at once). Acknowledged data is on disk either way.
+    pub shutdown_timeout: Duration,
     pub server: CollectorServer,
     pub logs: Logs,
     pub metrics: Metrics,
     pub auth: Auth,
     pub limits: Limits,
+    pub log: crate::ops::Log,
 }
 
 impl Default for CollectorConfig {
     fn default() -> Self {
         CollectorConfig {
             data_dir: PathBuf::from("/var/lib/osprey/collector"),
+            shutdown_timeout: Duration::from_secs(30),
             server: CollectorServer::default(),
             logs: Logs::default(),
             metrics: Metrics::default(),
             auth: Auth::default(),
             limits: Limits::default(),
+            log: crate::ops::Log::default(),
         }
     }
 }
@@ -493,6 +500,10 @@ impl Validate for CollectorConfig {
         if self.data_dir.as_os_str().is_empty() {
             p.push(("data_dir".into(), "must not be empty".into()));
         }
+        if self.shutdown_timeout.get() < std::time::Duration::from_millis(100) {
+            p.push(("shutdown_timeout".into(), "must be at least 100ms".into()));
+        }
+        self.log.validate(p);
         if self.server.max_body_bytes == 0 {
             p.push(("server.max_body_bytes".into(), "must be greater than 0".into()));
         }

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod collector;
 pub mod diagnostics;
 mod duration;
+pub mod ops;
 pub mod scrape;
 pub mod tls;
 
@@ -18,6 +19,7 @@ pub use agent::AgentConfig;
 pub use collector::CollectorConfig;
 pub use diagnostics::{ConfigError, Problem};
 pub use duration::Duration;
+pub use ops::{Log, LogFormat, ReloadPlan};
 
 /// Semantic checks that serde cannot express. Each problem carries the dotted key path it is
 /// about, e.g. `sources.files[0].include[1]`, so [`diagnostics`] can find its line and column.
@@ -102,7 +104,7 @@ pub fn validate_file(path: &std::path::Path, role: Option<Role>) -> Result<Role,
 
 fn guess_role(path: &std::path::Path, text: &str) -> Option<Role> {
     if let Ok(table) = text.parse::<toml::Table>() {
-        let agent = ["sources", "collector", "host_metrics", "pipeline", "scrape", "remote_write"]
+        let agent = ["sources", "collector", "host_metrics", "pipeline", "scrape", "remote_write", "health"]
             .iter()
             .any(|k| table.contains_key(*k));
         let collector = ["logs", "metrics"].iter().any(|k| table.contains_key(*k));

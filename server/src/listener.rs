@@ -315,6 +315,11 @@ pub async fn within(
     req: Request,
     next: Next,
 ) -> Response {
+    bound(deadline, req, next).await
+}
+
+/// [`within`] for a bound read per request (a server whose timeout a reload may change).
+pub async fn bound(deadline: Deadline, req: Request, next: Next) -> Response {
     let done = Arc::new(AtomicBool::new(false));
     let (parts, body) = req.into_parts();
     let body = if hyper::body::Body::is_end_stream(&body) {

@@ -49,6 +49,44 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Sends `signal` (`"HUP"`, `"TERM"`, ...) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {} failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Waits up to `timeout` until the file at `log` contains `needle` at least `times` times;
+/// panics with the file's content otherwise.
+pub fn wait_for_log(log: &Path, needle: &str, times: usize, timeout: Duration) -> String {
+    let found = eventually(timeout, || {
+        let text = std::fs::read_to_string(log).ok()?;
+        (text.matches(needle).count() >= times).then_some(text)
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "{} does not contain {needle:?} {times} time(s) within {timeout:?}:\n{}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();

@@ -83,9 +83,19 @@ impl ScrapeMetrics {
 }
 
 struct Running {
-    job: String,
+    job: Arc<Job>,
+    /// Removed by discovery or by a reload that dropped its job: staleness markers, then stop.
     removed: watch::Sender<bool>,
+    /// Stopped without markers: shutdown, or its job's settings changed (it starts again).
+    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Job {
+    /// Whether a target scraped under `self` must restart to follow `other`.
+    fn same_settings(&self, other: &Job) -> bool {
+        self.cfg == other.cfg && self.interval == other.interval && self.timeout == other.timeout
+    }
 }
 
 /// Builds the HTTP client scrapes use (HTTP/1.1, rustls with the system roots).
@@ -105,16 +115,20 @@ pub fn jobs(cfg: &Scrape) -> anyhow::Result<Vec<Arc<Job>>> {
     cfg.jobs.iter().map(|j| Job::new(j, cfg).map(Arc::new)).collect()
 }
 
-/// Discovers targets and keeps one scrape loop per target until shutdown.
+/// Discovers targets and keeps one scrape loop per target until shutdown. `jobs` changes on a
+/// reload: targets of removed jobs get staleness markers and stop, targets of jobs whose settings
+/// changed restart with them (their series continue), unchanged jobs are not touched.
 pub async fn run(
-    jobs: Vec<Arc<Job>>,
+    mut jobs: watch::Receiver<Vec<Arc<Job>>>,
     tx: mpsc::Sender<Batch>,
     mut shutdown: watch::Receiver<bool>,
     metrics: ScrapeMetrics,
 ) {
     let client = client();
-    let mut discoveries: Vec<(Arc<Job>, discovery::JobDiscovery)> =
-        jobs.into_iter().map(|j| (j.clone(), discovery::JobDiscovery::new(&j.cfg))).collect();
+    let discover = |jobs: &[Arc<Job>]| -> Vec<(Arc<Job>, discovery::JobDiscovery)> {
+        jobs.iter().map(|j| (j.clone(), discovery::JobDiscovery::new(&j.cfg))).collect()
+    };
+    let mut discoveries = discover(&jobs.borrow_and_update());
     let mut running: HashMap<u64, Running> = HashMap::new();
     let mut first = true;
     loop {
@@ -132,7 +146,7 @@ pub async fn run(
             }
             let name = &job.cfg.job_name;
             running.retain(|key, r| {
-                if &r.job != name || wanted.contains_key(key) {
+                if &r.job.cfg.job_name != name || wanted.contains_key(key) {
                     return true;
                 }
                 let _ = r.removed.send(true);
@@ -144,17 +158,12 @@ pub async fn run(
                 }
                 tracing::info!(job = %name, target = %t.url, "scrape target added");
                 let (removed, removed_rx) = watch::channel(false);
-                let task = tokio::spawn(target::run(
-                    t,
-                    client.clone(),
-                    tx.clone(),
-                    removed_rx,
-                    shutdown.clone(),
-                    metrics.clone(),
-                ));
-                running.insert(key, Running { job: name.clone(), removed, task });
+                let (stop, stop_rx) = watch::channel(false);
+                let task =
+                    tokio::spawn(target::run(t, client.clone(), tx.clone(), removed_rx, stop_rx, metrics.clone()));
+                running.insert(key, Running { job: job.clone(), removed, stop, task });
             }
-            let n = running.values().filter(|r| &r.job == name).count();
+            let n = running.values().filter(|r| &r.job.cfg.job_name == name).count();
             metrics.targets.get_or_create(&JobLabels { job: name.clone() }).set(n as i64);
         }
         first = false;
@@ -163,9 +172,35 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.wait_for(|s| *s) => break,
+            changed = jobs.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let new = jobs.borrow_and_update().clone();
+                let by_name: HashMap<&str, &Arc<Job>> = new.iter().map(|j| (j.cfg.job_name.as_str(), j)).collect();
+                running.retain(|_, r| match by_name.get(r.job.cfg.job_name.as_str()) {
+                    None => {
+                        let _ = r.removed.send(true);
+                        false
+                    }
+                    Some(j) if !j.same_settings(&r.job) => {
+                        let _ = r.stop.send(true);
+                        false
+                    }
+                    Some(_) => true,
+                });
+                for (old, _) in &discoveries {
+                    if !by_name.contains_key(old.cfg.job_name.as_str()) {
+                        metrics.targets.remove(&JobLabels { job: old.cfg.job_name.clone() });
+                    }
+                }
+                discoveries = discover(&new);
+                first = true;
+            }
         }
     }
     for (_, r) in running {
+        let _ = r.stop.send(true);
         let _ = r.task.await;
     }
 }

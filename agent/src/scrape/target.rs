@@ -337,7 +337,9 @@ pub async fn run(
                 }
                 return;
             }
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+            // A dropped sender is no signal: a removed target's `stop` sender goes away with
+            // it, and that must not win over the staleness markers above.
+            _ = async { if shutdown.wait_for(|s| *s).await.is_err() { std::future::pending::<()>().await } } => return,
         }
         let ts = now_ms();
         let started = Instant::now();

@@ -121,6 +121,7 @@ impl HttpSender {
         loop {
             let problem = match self.attempt(body.clone()).await {
                 Ok((status, _)) if status.is_success() => {
+                    self.telemetry.sink_health.answered(self.sink);
                     self.telemetry.batches_sent.get_or_create(&labels).inc();
                     self.telemetry.send_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
                     return Delivery::Delivered;
@@ -130,12 +131,14 @@ impl HttpSender {
                 }
                 Ok((status, text)) => {
                     tracing::error!(sink = self.sink, url = %self.url, %status, body = %text.trim(), "receiver refused a batch; dropping it (not retryable)");
+                    self.telemetry.sink_health.answered(self.sink);
                     self.telemetry.batches_dropped.get_or_create(&labels).inc();
                     return Delivery::Refused(status);
                 }
                 Err(e) => format!("{}: {e}", self.url),
             };
             self.telemetry.batches_retried.get_or_create(&labels).inc();
+            self.telemetry.sink_health.failed(self.sink, &problem);
             let wait = jitter(backoff);
             tracing::warn!(
                 sink = self.sink,

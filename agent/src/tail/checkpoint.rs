@@ -172,8 +172,19 @@ impl Checkpointer {
     /// Applies one message; returns whether the records changed.
     fn apply(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::Track(r) => {
+            Msg::Track(mut r) => {
                 self.next_id = self.next_id.max(r.id + 1);
+                // Already held (a file released by a reload with its checkpoint kept, now
+                // matched again): the tailer resumes where it had read, but what is saved stays
+                // the acknowledged offset until the batches in flight are acknowledged.
+                if let Some(old) = self.records.get(&r.id)
+                    && (old.dev, old.ino) == (r.dev, r.ino)
+                    && old.offset <= r.offset
+                {
+                    r.offset = old.offset;
+                    r.mark = old.mark;
+                }
+                self.releasing.remove(&r.id);
                 self.records.insert(r.id, r);
             }
             Msg::Head { id, head } => {
@@ -215,9 +226,15 @@ impl Checkpointer {
         match save(&self.dir, &body) {
             Ok(()) => {
                 self.telemetry.checkpoint_writes.inc();
+                if let Ok(mut f) = self.telemetry.checkpoint_failing.lock() {
+                    *f = None;
+                }
             }
             Err(e) => {
                 self.telemetry.checkpoint_write_failures.inc();
+                if let Ok(mut f) = self.telemetry.checkpoint_failing.lock() {
+                    *f = Some(format!("cannot write {}: {e}", self.dir.join(FILE).display()));
+                }
                 tracing::error!(dir = %self.dir.display(), error = %e, "cannot write the tail checkpoints; will retry on the next acknowledgement");
             }
         };

@@ -324,7 +324,9 @@ impl Discovery {
         }
     }
 
-    fn source_of(&self, path: &Path) -> Option<usize> {
+    /// The first source whose include globs match `path` and whose exclude globs do not
+    /// (whether or not the file exists).
+    pub fn source_of(&self, path: &Path) -> Option<usize> {
         self.sources.iter().position(|s| s.include.is_match(path) && !s.exclude.is_match(path))
     }
 }

@@ -82,6 +82,7 @@ impl TailOptions {
 /// The running log path: tailer thread, Loki sink task, checkpoint thread.
 pub struct LogPipeline {
     abort: watch::Sender<bool>,
+    control: TailControl,
     tailer: Option<std::thread::JoinHandle<()>>,
     sink: Option<tokio::task::JoinHandle<()>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
@@ -120,16 +121,116 @@ pub fn start(
     let (abort, abort_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(channel_batches.max(1));
     let sink = tokio::spawn(crate::sink::loki::run(sender, rx, abort_rx.clone(), max_in_flight));
-    let tailer = Tailer::new(opts, telemetry, loaded, ack_tx)?;
+    let (reconfigure, reconfigure_rx) = std_mpsc::channel();
+    let mut tailer = Tailer::new(opts, telemetry, loaded, ack_tx)?;
+    tailer.reconfigure = Some(reconfigure_rx);
     let handle = tokio::runtime::Handle::current();
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = alive.clone();
     let tailer = std::thread::Builder::new()
         .name("osprey-tail".into())
-        .spawn(move || tailer.run(tx, shutdown, abort_rx, handle))
+        .spawn(move || {
+            // Cleared however the thread ends, a panic included.
+            let _alive = Alive(flag);
+            tailer.run(tx, shutdown, abort_rx, handle)
+        })
         .context("cannot start the tailer thread")?;
-    Ok(LogPipeline { abort, tailer: Some(tailer), sink: Some(sink), checkpointer: Some(checkpointer), _lock: lock })
+    Ok(LogPipeline {
+        abort,
+        control: TailControl { reconfigure, alive },
+        tailer: Some(tailer),
+        sink: Some(sink),
+        checkpointer: Some(checkpointer),
+        _lock: lock,
+    })
+}
+
+struct Alive(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// New tailer settings from a reload, compiled and checked before they reach the thread, so a
+/// refused config changes nothing.
+pub struct Reconfigure {
+    opts: TailOptions,
+    sources: Vec<Arc<Source>>,
+    discovery: discovery::Discovery,
+    done: tokio::sync::oneshot::Sender<ReconfigureSummary>,
+}
+
+/// What a reconfiguration did to the followed files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconfigureSummary {
+    pub sources: usize,
+    /// Followed files still matched: they keep their position.
+    pub kept: usize,
+    /// Followed files no longer matched: closed, their checkpoints kept (a file matched again
+    /// later resumes there).
+    pub released: usize,
+    /// Renamed or deleted files still being read to their end under their old source's rules.
+    pub draining: usize,
+}
+
+impl std::fmt::Display for ReconfigureSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} file sources; {} followed files kept their position, {} no longer matched were released with their checkpoints kept, {} rotated files still draining",
+            self.sources, self.kept, self.released, self.draining
+        )
+    }
+}
+
+/// What reloads and health checks need of the running log path (cheap to clone).
+#[derive(Clone)]
+pub struct TailControl {
+    /// New sources and settings for the tailer thread.
+    reconfigure: std_mpsc::Sender<Reconfigure>,
+    /// False once the tailer thread has ended (stopped, or died).
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TailControl {
+    /// Whether the tailer thread is running.
+    pub fn alive(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Compiles and checks new sources and settings (regexes, globs, inotify) without changing
+    /// anything: a reload that fails here leaves the tailer as it was.
+    pub fn prepare(&self, opts: TailOptions) -> anyhow::Result<Prepared> {
+        let sources = compile_sources(&opts)?;
+        let discovery = discovery::Discovery::new(&globs_of(&opts))?;
+        Ok(Prepared { opts, sources, discovery })
+    }
+
+    /// Hands prepared settings to the tailer thread; the receiver answers once it applied them
+    /// (between two reads, within a poll interval even while the sink is behind).
+    pub fn apply(&self, p: Prepared) -> anyhow::Result<tokio::sync::oneshot::Receiver<ReconfigureSummary>> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.reconfigure
+            .send(Reconfigure { opts: p.opts, sources: p.sources, discovery: p.discovery, done })
+            .map_err(|_| anyhow::anyhow!("the tailer thread is not running"))?;
+        Ok(answer)
+    }
+}
+
+/// Tailer settings compiled by [`TailControl::prepare`], ready to apply.
+pub struct Prepared {
+    opts: TailOptions,
+    sources: Vec<Arc<Source>>,
+    discovery: discovery::Discovery,
 }
 
 impl LogPipeline {
+    pub fn control(&self) -> TailControl {
+        self.control.clone()
+    }
+
     /// After the shutdown signal: waits for the tailer to hand over its last batch, lets the
     /// sink deliver what is queued for up to `grace`, then abandons what is left (it is read
     /// again after a restart) and waits for the final checkpoint write.
@@ -157,12 +258,43 @@ impl LogPipeline {
 }
 
 /// A source's settings, compiled.
-struct Source {
+pub struct Source {
     rules: parse::Rules,
     multiline: Option<multiline::Rule>,
     cfg: FileSource,
     /// Static labels, `job` and `host`, sorted.
     labels: Vec<(String, String)>,
+}
+
+/// Compiles every source's rules; errors name the source (`sources.files[i]`).
+fn compile_sources(opts: &TailOptions) -> anyhow::Result<Vec<Arc<Source>>> {
+    let mut sources = Vec::new();
+    for (i, s) in opts.sources.iter().enumerate() {
+        let mut labels: Vec<(String, String)> = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        labels.push(("job".into(), s.job.clone()));
+        labels.push(("host".into(), opts.hostname.clone()));
+        sources.push(Arc::new(Source {
+            rules: parse::Rules::new(s).with_context(|| format!("sources.files[{i}]"))?,
+            multiline: multiline::Rule::from_config(&s.multiline)
+                .with_context(|| format!("sources.files[{i}].multiline"))?,
+            cfg: s.clone(),
+            labels,
+        }));
+    }
+    Ok(sources)
+}
+
+fn globs_of(opts: &TailOptions) -> Vec<(Vec<String>, Vec<String>)> {
+    opts.sources.iter().map(|s| (s.include.clone(), s.exclude.clone())).collect()
+}
+
+/// The labels of a file's lines: the source's static labels, `job`, `host` and `filename`.
+fn file_labels(source: &Source, path: &Path) -> Arc<str> {
+    let mut labels = source.labels.clone();
+    labels.push(("filename".into(), path.display().to_string()));
+    labels.sort();
+    labels.dedup_by(|a, b| a.0 == b.0);
+    Arc::from(loki_labels::format(&labels))
 }
 
 /// One followed file.
@@ -220,8 +352,13 @@ impl Tracked {
 /// Per-run state that is not per file.
 pub struct Tailer {
     opts: TailOptions,
-    sources: Vec<Source>,
+    sources: Vec<Arc<Source>>,
     discovery: discovery::Discovery,
+    /// Reloads waiting to be applied.
+    reconfigure: Option<std_mpsc::Receiver<Reconfigure>>,
+    /// Sources added by the last reload: until its first discovery pass ends, their files
+    /// without a checkpoint start where `read_from` says, as at a first start.
+    fresh_sources: HashSet<usize>,
     files: HashMap<u64, Tracked>,
     by_inode: HashMap<(u64, u64), u64>,
     by_path: HashMap<PathBuf, u64>,
@@ -261,21 +398,8 @@ impl Tailer {
         loaded: checkpoint::Loaded,
         acks: std_mpsc::Sender<Msg>,
     ) -> anyhow::Result<Self> {
-        let mut sources = Vec::new();
-        for (i, s) in opts.sources.iter().enumerate() {
-            let mut labels: Vec<(String, String)> = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            labels.push(("job".into(), s.job.clone()));
-            labels.push(("host".into(), opts.hostname.clone()));
-            sources.push(Source {
-                rules: parse::Rules::new(s).with_context(|| format!("sources.files[{i}]"))?,
-                multiline: multiline::Rule::from_config(&s.multiline)
-                    .with_context(|| format!("sources.files[{i}].multiline"))?,
-                cfg: s.clone(),
-                labels,
-            });
-        }
-        let globs: Vec<(Vec<String>, Vec<String>)> =
-            opts.sources.iter().map(|s| (s.include.clone(), s.exclude.clone())).collect();
+        let sources = compile_sources(&opts)?;
+        let globs = globs_of(&opts);
         let mut records = loaded.records;
         records.sort_by_key(|r| r.id);
         let mut restored_by_inode = HashMap::new();
@@ -286,6 +410,8 @@ impl Tailer {
         Ok(Tailer {
             discovery: discovery::Discovery::new(&globs)?,
             sources,
+            reconfigure: None,
+            fresh_sources: HashSet::new(),
             files: HashMap::new(),
             by_inode: HashMap::new(),
             by_path: HashMap::new(),
@@ -331,6 +457,11 @@ impl Tailer {
             if poll_due {
                 self.poll();
                 last_poll = Some(Instant::now());
+            }
+            if self.apply_reconfigure() {
+                last_poll = None;
+                hints.rescan = true;
+                continue;
             }
             for p in hints.written.drain(..) {
                 if let Some(id) = self.by_path.get(&p)
@@ -422,6 +553,7 @@ impl Tailer {
                     return true;
                 }
                 Some(None) => {
+                    self.apply_reconfigure();
                     self.discover();
                     self.poll();
                 }
@@ -477,6 +609,9 @@ impl Tailer {
         if self.first_pass {
             self.first_pass = false;
             self.recover_restored();
+        }
+        if !self.waiting_for_fd {
+            self.fresh_sources.clear();
         }
         self.telemetry.files_open.set(self.open as i64);
     }
@@ -566,8 +701,14 @@ impl Tailer {
                     } else {
                         self.telemetry.tail.rewrites.inc();
                     }
-                    // Its unread tail may be in a rotated copy next to it.
-                    self.restored.insert(r.id, r);
+                    if self.first_pass {
+                        // Its unread tail may be in a rotated copy next to it.
+                        self.restored.insert(r.id, r);
+                    } else {
+                        // A parked file that changed while unmatched: its old position means
+                        // nothing now.
+                        let _ = self.acks.send(Msg::Release { id: r.id, end: 0 });
+                    }
                     start = Some(0);
                 }
             }
@@ -588,11 +729,8 @@ impl Tailer {
         }
         self.heads.insert(head);
         let start = start.unwrap_or_else(|| {
-            if self.first_pass && self.first_start && self.sources[source].cfg.read_from == ReadFrom::End {
-                size
-            } else {
-                0
-            }
+            let first_look = (self.first_pass && self.first_start) || self.fresh_sources.contains(&source);
+            if first_look && self.sources[source].cfg.read_from == ReadFrom::End { size } else { 0 }
         });
         let id = id.unwrap_or_else(|| self.new_id());
         self.follow(id, source, path, file, &meta, head, start, None);
@@ -618,11 +756,8 @@ impl Tailer {
         start: u64,
         rotated_at: Option<Instant>,
     ) {
-        let s = &self.sources[source];
-        let mut labels = s.labels.clone();
-        labels.push(("filename".into(), path.display().to_string()));
-        labels.sort();
-        labels.dedup_by(|a, b| a.0 == b.0);
+        let s = self.sources[source].clone();
+        let labels = file_labels(&s, path);
         let mark = identity::mark(&file, start).unwrap_or_default();
         let mut last_bytes = Vec::new();
         let n = (start as usize).min(MARK_BYTES);
@@ -645,7 +780,7 @@ impl Tailer {
             id,
             source,
             path: path.to_path_buf(),
-            labels: Arc::from(loki_labels::format(&labels)),
+            labels,
             label_cache: HashMap::new(),
             dev: meta.dev(),
             ino: meta.ino(),
@@ -689,13 +824,18 @@ impl Tailer {
             if self.files.contains_key(&r.id) {
                 continue;
             }
+            let Some(source) = self.discovery.source_of(&r.path) else {
+                // No source matches its path any more (the config changed): released with its
+                // checkpoint kept while the file is still there, so matching it again resumes.
+                self.keep_parked(r);
+                continue;
+            };
             if let Some((found_at, file, how)) = identity::find_rotated(&r.path, r.dev, r.ino, r.head, r.offset, r.mark)
                 && let Ok(meta) = file.metadata()
                 && !self.by_inode.contains_key(&(meta.dev(), meta.ino()))
             {
                 tracing::info!(path = %r.path.display(), found_at = %found_at.display(), how = ?how, offset = r.offset, "reading the rest of a file rotated while the agent was stopped");
                 self.telemetry.tail.rotated_tails.inc();
-                let source = self.source_for_label(&r.path);
                 self.follow(r.id, source, &r.path, file, &meta, r.head, r.offset, Some(Instant::now()));
                 continue;
             }
@@ -704,8 +844,164 @@ impl Tailer {
         }
     }
 
-    fn source_for_label(&self, path: &Path) -> usize {
-        self.discovery.matched().get(path).copied().unwrap_or(0)
+    /// Keeps the checkpoint of a file no source matches, as long as the file is still at its
+    /// path: the record stays in the store (tracked again, since the checkpoint thread starts
+    /// empty) and in `restored`, where [`Tailer::consider`] finds it if a reload matches the
+    /// file again. A file that is gone is forgotten, so parked records stay bounded by the files
+    /// that exist.
+    fn keep_parked(&mut self, r: Record) {
+        let here = std::fs::metadata(&r.path).is_ok_and(|m| (m.dev(), m.ino()) == (r.dev, r.ino));
+        if !here {
+            tracing::debug!(path = %r.path.display(), "forgetting the checkpoint of an unmatched file that is gone");
+            let _ = self.acks.send(Msg::Release { id: r.id, end: 0 });
+            return;
+        }
+        let _ = self.acks.send(Msg::Track(r.clone()));
+        self.restored_by_inode.insert((r.dev, r.ino), r.id);
+        self.restored.insert(r.id, r);
+    }
+
+    // ---- reload -----------------------------------------------------------------------------
+
+    /// Applies a waiting reload, if any: new sources and settings. Followed files still matched
+    /// keep their position (and take their new source's labels and rules from the next line
+    /// on); files no longer matched are released with their checkpoint kept; renamed or deleted
+    /// files being drained finish under their old rules. Returns whether it applied one.
+    fn apply_reconfigure(&mut self) -> bool {
+        if self.first_pass {
+            return false;
+        }
+        let Some(r) = self.reconfigure.as_ref().and_then(|rx| rx.try_recv().ok()) else { return false };
+        let old_sources = std::mem::replace(&mut self.sources, r.sources);
+        let old_includes: HashSet<Vec<String>> = old_sources.iter().map(|s| s.cfg.include.clone()).collect();
+        self.fresh_sources =
+            (0..self.sources.len()).filter(|&i| !old_includes.contains(&self.sources[i].cfg.include)).collect();
+        self.opts = r.opts;
+        self.discovery = r.discovery;
+        self.discovery.refresh();
+        self.telemetry.tail.files_watched_dirs.set(self.discovery.dirs() as i64);
+        let mut summary = ReconfigureSummary { sources: self.sources.len(), ..Default::default() };
+        // Old sources still needed by rotated files that no new source matches.
+        let mut retired: HashMap<usize, usize> = HashMap::new();
+        let mut ids: Vec<u64> = self.files.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(t) = self.files.get(&id) else { continue };
+            let matched = self.discovery.source_of(&t.path).or_else(|| {
+                // Followed through a symlink or another name that is still matched.
+                self.by_path.iter().filter(|(_, v)| **v == id).find_map(|(p, _)| self.discovery.source_of(p))
+            });
+            match matched {
+                Some(source) => {
+                    let old = old_sources[t.source].clone();
+                    self.rebind(id, source, &old);
+                    summary.kept += 1;
+                }
+                None if t.rotated_at.is_some() => {
+                    let old = t.source;
+                    let idx = *retired.entry(old).or_insert_with(|| {
+                        self.sources.push(old_sources[old].clone());
+                        self.sources.len() - 1
+                    });
+                    if let Some(t) = self.files.get_mut(&id) {
+                        t.source = idx;
+                    }
+                    summary.draining += 1;
+                }
+                None => {
+                    self.park(id);
+                    summary.released += 1;
+                }
+            }
+        }
+        // Matched paths not followed are looked at again under the new rules.
+        let discovery = &self.discovery;
+        self.skipped.retain(|p, _| discovery.source_of(p).is_some());
+        self.warned.retain(|p| discovery.source_of(p).is_some());
+        self.by_path.retain(|p, id| discovery.source_of(p).is_some() || Some(p) == self.files.get(id).map(|t| &t.path));
+        // Parked checkpoints of files that are gone are forgotten (the bound on parked records).
+        let parked: Vec<u64> = self.restored.keys().copied().collect();
+        for id in parked {
+            if let Some(r) = self.restored.remove(&id) {
+                self.restored_by_inode.remove(&(r.dev, r.ino));
+                self.keep_parked_quietly(r);
+            }
+        }
+        self.full_poll = true;
+        self.telemetry.files_open.set(self.open as i64);
+        tracing::info!(%summary, "file sources reconfigured");
+        let _ = r.done.send(summary);
+        true
+    }
+
+    /// [`Tailer::keep_parked`] for a record the checkpoint thread already holds.
+    fn keep_parked_quietly(&mut self, r: Record) {
+        let here = std::fs::metadata(&r.path).is_ok_and(|m| (m.dev(), m.ino()) == (r.dev, r.ino));
+        if !here {
+            let _ = self.acks.send(Msg::Release { id: r.id, end: 0 });
+            return;
+        }
+        self.restored_by_inode.insert((r.dev, r.ino), r.id);
+        self.restored.insert(r.id, r);
+    }
+
+    /// A followed file now belongs to `source` (maybe changed): new labels and rules apply from
+    /// the next event; a held multiline event is shipped first when the joining rule changed.
+    fn rebind(&mut self, id: u64, source: usize, old: &Source) {
+        let new = self.sources[source].clone();
+        let Some(t) = self.files.get_mut(&id) else { return };
+        t.source = source;
+        if new.cfg == old.cfg {
+            return;
+        }
+        t.labels = file_labels(&new, &t.path);
+        t.label_cache.clear();
+        if new.cfg.max_line_bytes != old.cfg.max_line_bytes && t.splitter.pending() == 0 {
+            t.splitter = LineSplitter::new(new.cfg.max_line_bytes);
+        }
+        if new.cfg.multiline != old.cfg.multiline || new.cfg.max_line_bytes != old.cfg.max_line_bytes {
+            // Complete lines already joined: ship them as one event, then join by the new rule.
+            if let Some(ev) = t.joiner.as_mut().and_then(|j| j.take()) {
+                self.emit(id, ev);
+            }
+            if let Some(t) = self.files.get_mut(&id) {
+                t.joiner =
+                    new.multiline.as_ref().map(|_| multiline::Joiner::new(&new.cfg.multiline, new.cfg.max_line_bytes));
+            }
+        }
+    }
+
+    /// Stops following a file no source matches any more, keeping its checkpoint: the record
+    /// stays in the store (no `Release`), acknowledgements still in flight move it, and the file
+    /// resumes at its offset if a later reload matches it again. What was read past the last
+    /// whole event (a partial line, a held multiline event) is not shipped: it is read again
+    /// then.
+    fn park(&mut self, id: u64) {
+        let Some(t) = self.files.get(&id) else { return };
+        if let (Some(end), Some(f)) = (self.batch.pending_mark(id), t.file.as_ref()) {
+            let m = identity::mark(f, end).unwrap_or_default();
+            self.batch.set_mark(id, m);
+        }
+        let Some(t) = self.files.remove(&id) else { return };
+        let mark = match &t.file {
+            Some(f) => identity::mark(f, t.emitted).unwrap_or_default(),
+            // Closed only when idle and fully read: the bytes before the offset are known.
+            None => Digest::of(&t.last_bytes),
+        };
+        if t.file.is_some() {
+            self.open -= 1;
+        }
+        if self.by_inode.get(&(t.dev, t.ino)) == Some(&id) {
+            self.by_inode.remove(&(t.dev, t.ino));
+        }
+        self.by_path.retain(|_, v| *v != id);
+        let labels = FileLabels { path: t.path.display().to_string() };
+        self.telemetry.tail.file_bytes_read.remove(&labels);
+        self.telemetry.tail.file_lag_bytes.remove(&labels);
+        tracing::info!(path = %t.path.display(), offset = t.emitted, "file no longer matched by any source; released with its checkpoint kept");
+        let record = Record { id, path: t.path.clone(), dev: t.dev, ino: t.ino, head: t.head, offset: t.emitted, mark };
+        self.restored_by_inode.insert((t.dev, t.ino), id);
+        self.restored.insert(id, record);
     }
 
     /// Closes the least recently active idle file to free a descriptor.

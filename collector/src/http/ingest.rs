@@ -19,7 +19,8 @@ pub async fn loki_push(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let limit = state.cfg.server.max_decompressed_bytes;
+    let cfg = state.cfg();
+    let limit = cfg.server.max_decompressed_bytes;
     let body = match body {
         Ok(b) => b,
         Err(e) => {
@@ -28,7 +29,7 @@ pub async fn loki_push(
                 e.status(),
                 format!(
                     "cannot read the request body ({e}); bodies are limited to {} bytes (server.max_body_bytes)",
-                    state.cfg.server.max_body_bytes
+                    cfg.server.max_body_bytes
                 ),
             );
         }

@@ -87,7 +87,7 @@ fn limit_param(p: &Params, state: &State) -> Result<usize, Response> {
     if limit <= 0 {
         return Err(bad("limit must be a positive value"));
     }
-    let max = state.cfg.logs.max_query_lines;
+    let max = state.cfg().logs.max_query_lines;
     if limit as u64 > max as u64 {
         return Err(bad(format!(
             "max entries limit per query exceeded, limit > max_entries_limit ({limit} > {max}) (logs.max_query_lines)"
@@ -137,7 +137,8 @@ fn parse_query(p: &Params) -> Result<Expr, Response> {
 }
 
 fn limits(state: &State) -> Limits {
-    Limits { max_memory_bytes: state.cfg.logs.max_query_memory_bytes, timeout: state.cfg.server.request_timeout.get() }
+    let cfg = state.cfg();
+    Limits { max_memory_bytes: cfg.logs.max_query_memory_bytes, timeout: cfg.server.request_timeout.get() }
 }
 
 fn count_query(state: &State, endpoint: &'static str) {
@@ -151,7 +152,7 @@ async fn run<T: Send + 'static>(
     work: impl FnOnce(&State) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, Response> {
     count_query(state, endpoint);
-    let wait = state.cfg.server.request_timeout.get();
+    let wait = state.cfg().server.request_timeout.get();
     let permit = match tokio::time::timeout(wait, state.query_slots.clone().acquire_owned()).await {
         Ok(Ok(p)) => p,
         _ => {
@@ -160,7 +161,7 @@ async fn run<T: Send + 'static>(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "too many queries running: {} at once (logs.max_concurrent_queries); retry later",
-                    state.cfg.logs.max_concurrent_queries
+                    state.cfg().logs.max_concurrent_queries
                 ),
             ));
         }
@@ -575,7 +576,7 @@ fn scan_all(
         backward: false,
         line_hints: Vec::new(),
     };
-    let deadline = std::time::Instant::now() + s.cfg.server.request_timeout.get();
+    let deadline = std::time::Instant::now() + s.cfg().server.request_timeout.get();
     let mut n = 0u32;
     let mut expired = false;
     s.logs.scan(&req, &mut |labels, e| {
@@ -588,7 +589,7 @@ fn scan_all(
         ControlFlow::Continue(())
     })?;
     if expired {
-        return Err(QueryError::Timeout(s.cfg.server.request_timeout.get()));
+        return Err(QueryError::Timeout(s.cfg().server.request_timeout.get()));
     }
     Ok(())
 }
@@ -728,7 +729,7 @@ async fn volume(state: AppState, headers: HeaderMap, raw: Option<String>, body: 
     };
     let tenant = tenant(&headers, &state);
     let answer = run(&state, if ranged { "loki_index_volume_range" } else { "loki_index_volume" }, move |s| {
-        let mut budget = engine::Budget::new(s.cfg.logs.max_query_memory_bytes);
+        let mut budget = engine::Budget::new(s.cfg().logs.max_query_memory_bytes);
         let mut groups: HashMap<Vec<(String, String)>, Vec<u64>> = HashMap::new();
         let mut keys_of: HashMap<usize, (Arc<LabelPairs>, Vec<LabelPairs>)> = HashMap::new();
         let mut failure = None;
@@ -878,11 +879,20 @@ async fn tail_loop(
     let mut sent_at_cursor: HashSet<u64> = HashSet::new();
     let mut first = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut collector_stop = state.ops.stop_signal();
     loop {
+        // A tail never ends by itself: it is closed when the listener drains its connections or
+        // the collector stops.
         let stopping = async {
-            match guard.as_mut() {
-                Some(g) => g.stopping().await,
-                None => std::future::pending().await,
+            let connection = async {
+                match guard.as_mut() {
+                    Some(g) => g.stopping().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = connection => {}
+                _ = collector_stop.wait_for(|s| *s) => {}
             }
         };
         tokio::select! {
@@ -901,7 +911,7 @@ async fn tail_loop(
             continue;
         }
         let (from, backward, limit) =
-            if first { (cursor, true, spec.limit) } else { (cursor, false, state.cfg.logs.max_query_lines) };
+            if first { (cursor, true, spec.limit) } else { (cursor, false, state.cfg().logs.max_query_lines) };
         let s = spec.clone();
         let lp = LogParams { tenant: s.tenant.clone(), start_ns: from, end_ns: end, limit, backward };
         let answer = run(&state, "loki_tail", move |st| engine::select_logs(&st.logs, &s.q, &lp, limits(st))).await;

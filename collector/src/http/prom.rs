@@ -167,7 +167,7 @@ async fn blocking<T: Send + 'static>(
     endpoint: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response> {
-    let wait = state.cfg.server.request_timeout.get();
+    let wait = state.cfg().server.request_timeout.get();
     let Ok(Ok(permit)) = tokio::time::timeout(wait, state.query_slots.clone().acquire_owned()).await else {
         state.telemetry.reject(endpoint, "too_many_queries");
         return Err(api_error(
@@ -175,7 +175,7 @@ async fn blocking<T: Send + 'static>(
             "unavailable",
             format!(
                 "too many queries running: {} at once (logs.max_concurrent_queries); retry later",
-                state.cfg.logs.max_concurrent_queries
+                state.cfg().logs.max_concurrent_queries
             ),
         ));
     };

@@ -77,7 +77,7 @@ pub async fn handle(state: &AppState, headers: &HeaderMap, body: Result<Bytes, B
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            let limit = state.cfg.server.max_body_bytes;
+            let limit = state.cfg().server.max_body_bytes;
             return refuse(
                 e.status(),
                 "body_too_large",
@@ -162,7 +162,7 @@ fn decode_raw(
     body: &[u8],
     raw: &mut Vec<u8>,
 ) -> (Answer, Option<Vec<u8>>) {
-    let limit = state.cfg.server.max_decompressed_bytes;
+    let limit = state.cfg().server.max_decompressed_bytes;
     let answer = |status: StatusCode, message: String, samples: u64| Answer {
         status,
         message,

@@ -95,6 +95,20 @@ fn intern_streams(t: &mut TenantIndex, part: &Part) -> Vec<u32> {
     ids
 }
 
+/// `(id, bytes)` of every WAL segment file in `dir`, by id.
+pub fn wal_segment_sizes(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+            out.push((id, entry.metadata()?.len()));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 /// Deletes WAL segment files with an id below `through`.
 pub fn remove_wal_before(dir: &Path, through: u64) -> std::io::Result<usize> {
     let mut n = 0;
@@ -129,7 +143,6 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The flusher thread: flushes when the head is full or old enough, or when woken.
 pub(crate) fn flusher(inner: Arc<Inner>) {
-    let interval = inner.cfg.flush_interval.get();
     loop {
         {
             let (m, cv) = &inner.wake;
@@ -146,13 +159,15 @@ pub(crate) fn flusher(inner: Arc<Inner>) {
             break;
         }
         let state = inner.snapshot();
+        let cfg = inner.cfg.load();
+        let interval = cfg.flush_interval.get();
         let due = {
             let head = match state.active.read() {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
             !head.is_empty()
-                && (head.bytes >= inner.cfg.head_max_bytes || head.since.is_some_and(|s| s.elapsed() >= interval))
+                && (head.bytes >= cfg.head_max_bytes || head.since.is_some_and(|s| s.elapsed() >= interval))
         };
         if (due || !state.frozen.is_empty())
             && let Err(e) = flush(&inner)
@@ -166,9 +181,10 @@ pub(crate) fn flusher(inner: Arc<Inner>) {
 
 /// The merger thread: retention, then merges, every `maintenance_interval`.
 pub(crate) fn merger(inner: Arc<Inner>) {
-    let interval = inner.cfg.maintenance_interval.get();
     let mut last = std::time::Instant::now();
     while !inner.stop.load(Ordering::SeqCst) {
+        // Read each round: a reload may change it.
+        let interval = inner.cfg.load().maintenance_interval.get();
         std::thread::sleep(Duration::from_millis(200).min(interval));
         if last.elapsed() < interval {
             continue;
@@ -202,8 +218,9 @@ fn expire_idle_streams(inner: &Inner) {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
+    let cfg = inner.cfg.load();
     for t in index.values_mut() {
-        limits::expire_idle(&inner.cfg, t, now);
+        limits::expire_idle(&cfg, t, now);
     }
 }
 
@@ -247,6 +264,7 @@ fn flush_head(inner: &Inner, head_lock: &Arc<RwLock<Head>>, seg: u64) -> Result<
     };
     let mut written: Vec<(u64, PartWriter)> = Vec::new();
     let mut new_parts = Vec::new();
+    let cfg = inner.cfg.load();
     let mut tenants: Vec<&String> = head.tenants.keys().collect();
     tenants.sort();
     let result = (|| -> Result<(), StoreError> {
@@ -275,8 +293,8 @@ fn flush_head(inner: &Inner, head_lock: &Arc<RwLock<Head>>, seg: u64) -> Result<
                             pid,
                             tenant,
                             day,
-                            inner.cfg.flush_zstd_level,
-                            inner.cfg.block_bytes,
+                            cfg.flush_zstd_level,
+                            cfg.block_bytes,
                         )?;
                         slot.insert((pid, w, None));
                     }
@@ -354,6 +372,7 @@ fn flush_head(inner: &Inner, head_lock: &Arc<RwLock<Head>>, seg: u64) -> Result<
 /// Applies retention by age and by size to every tenant's parts; deletes whole files.
 pub(crate) fn retention(inner: &Inner) -> Result<(), StoreError> {
     let state = inner.snapshot();
+    let cfg = inner.cfg.load();
     let now_ns = crate::time::now_ns();
     let mut doomed: Vec<(u64, &'static str, u64)> = Vec::new();
     let mut by_tenant: BTreeMap<&str, Vec<&Arc<LivePart>>> = BTreeMap::new();
@@ -361,7 +380,7 @@ pub(crate) fn retention(inner: &Inner) -> Result<(), StoreError> {
         by_tenant.entry(p.part.meta.tenant.as_str()).or_default().push(p);
     }
     for (tenant, mut parts) in by_tenant {
-        let (period, max_bytes) = inner.cfg.retention.for_tenant(tenant);
+        let (period, max_bytes) = cfg.retention.for_tenant(tenant);
         if let Some(period) = period {
             let cutoff = now_ns.saturating_sub(i64::try_from(period.as_nanos()).unwrap_or(i64::MAX));
             parts.retain(|p| {
@@ -430,25 +449,26 @@ fn replace_parts(inner: &Inner, gone: &[u64], added: Option<Arc<LivePart>>) -> R
 /// Picks the parts to merge: within one tenant and day, the smallest parts, at most
 /// `merge_max_parts` and `merge_max_part_bytes` in total, when there are `merge_min_parts`.
 fn pick_merge(inner: &Inner, state: &State) -> Option<Vec<Arc<LivePart>>> {
+    let cfg = inner.cfg.load();
     let mut groups: BTreeMap<(&str, i64), Vec<&Arc<LivePart>>> = BTreeMap::new();
     for p in &state.parts {
         groups.entry((p.part.meta.tenant.as_str(), p.part.meta.day)).or_default().push(p);
     }
     for (_, mut parts) in groups {
-        if parts.len() < inner.cfg.merge_min_parts {
+        if parts.len() < cfg.merge_min_parts {
             continue;
         }
         parts.sort_by_key(|p| (p.part.file_bytes, p.part.id));
         let mut picked = Vec::new();
         let mut total = 0;
         for p in parts {
-            if picked.len() >= inner.cfg.merge_max_parts || total + p.part.file_bytes > inner.cfg.merge_max_part_bytes {
+            if picked.len() >= cfg.merge_max_parts || total + p.part.file_bytes > cfg.merge_max_part_bytes {
                 break;
             }
             total += p.part.file_bytes;
             picked.push(p.clone());
         }
-        if picked.len() >= inner.cfg.merge_min_parts {
+        if picked.len() >= cfg.merge_min_parts {
             picked.sort_by_key(|p| p.part.id);
             return Some(picked);
         }
@@ -465,14 +485,8 @@ pub(crate) fn merge_once(inner: &Inner) -> Result<bool, StoreError> {
     let first = &inputs[0].part.meta;
     let (tenant, day) = (first.tenant.clone(), first.day);
     let pid = inner.next_part_id.fetch_add(1, Ordering::SeqCst);
-    let mut w = PartWriter::create(
-        &inner.parts_dir,
-        pid,
-        &tenant,
-        day,
-        inner.cfg.merge_zstd_level,
-        inner.cfg.merge_block_bytes,
-    )?;
+    let cfg = inner.cfg.load();
+    let mut w = PartWriter::create(&inner.parts_dir, pid, &tenant, day, cfg.merge_zstd_level, cfg.merge_block_bytes)?;
     // Streams in label order, each with its blocks per input (already time-ordered).
     let mut streams: BTreeMap<&str, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
     for (pi, lp) in inputs.iter().enumerate() {
@@ -485,14 +499,29 @@ pub(crate) fn merge_once(inner: &Inner) -> Result<bool, StoreError> {
             streams.entry(m.streams[s as usize].as_str()).or_default().push((pi, blocks));
         }
     }
+    let inputs_ref = &inputs;
+    let block_len = move |sources: &[(usize, Vec<usize>)]| -> u64 {
+        let mut n = 0u64;
+        for (pi, blocks) in sources {
+            for &bi in blocks {
+                n += u64::from(inputs_ref[*pi].part.meta.blocks[bi].len);
+            }
+        }
+        n
+    };
+    let total: u64 = streams.values().map(|s| block_len(s)).sum();
+    let mut progress = crate::progress::ProgressLog::new("merging log parts");
     let result = (|| -> Result<(), StoreError> {
         let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); inputs.len()];
+        let mut done = 0u64;
         for (canonical, sources) in &streams {
             if inner.stop.load(Ordering::SeqCst) {
                 return Err(StoreError::Io(std::io::Error::other("shutting down")));
             }
             w.stream(canonical)?;
             merge_stream(&inputs, sources, &mut bufs, &mut w)?;
+            done += block_len(sources);
+            progress.update(done, total);
         }
         Ok(())
     })();

@@ -60,7 +60,8 @@ pub struct State {
 }
 
 pub(crate) struct Inner {
-    pub cfg: Logs,
+    /// `[logs]`; replaced by a reload (see [`LogStore::apply_config`]).
+    pub cfg: crate::live::Live<Logs>,
     pub parts_dir: PathBuf,
     pub logs_dir: PathBuf,
     pub wal: Wal,
@@ -237,6 +238,17 @@ impl LogStore {
         telemetry: Telemetry,
         registry: &mut Registry,
     ) -> std::io::Result<LogStore> {
+        Self::open_with_progress(cfg, telemetry, registry, &crate::progress::Progress::default())
+    }
+
+    /// [`LogStore::open_with_registry`], publishing how far the WAL replay is in `progress`
+    /// (bytes of segments replayed out of all of them), for `/ready` during the start.
+    pub fn open_with_progress(
+        cfg: &CollectorConfig,
+        telemetry: Telemetry,
+        registry: &mut Registry,
+        progress: &crate::progress::Progress,
+    ) -> std::io::Result<LogStore> {
         let mut metrics = LogMetrics::register(registry);
         metrics.rejected = Some(telemetry.clone());
         let logs_dir = cfg.data_dir.join("logs");
@@ -260,7 +272,15 @@ impl LogStore {
             batch_wait: cfg.logs.fsync_batch_wait.get(),
             queue_capacity: 1024,
         };
-        let mut last_log = Instant::now();
+        // Where each segment starts in the bytes to replay, for the progress line.
+        let mut starts: HashMap<u64, u64> = HashMap::new();
+        let mut total = 0u64;
+        for (id, len) in maintain::wal_segment_sizes(&opts.dir)? {
+            starts.insert(id, total);
+            total += len;
+        }
+        progress.begin(total);
+        let mut progress_log = crate::progress::ProgressLog::new("replaying the WAL into the head");
         let mut replayed = 0u64;
         let mut undecodable = 0u64;
         let (wal, report) = Wal::open(opts, telemetry.clone(), |pos, payload| {
@@ -274,19 +294,15 @@ impl LogStore {
                     tracing::error!(segment = pos.segment, offset = pos.offset, error = %e, "undecodable WAL record skipped");
                 }
             }
-            if last_log.elapsed() >= Duration::from_secs(2) {
-                last_log = Instant::now();
-                tracing::info!(
-                    records = replayed,
-                    lines = head.entries,
-                    segment = pos.segment,
-                    "replaying the WAL into the head"
-                );
-            }
+            let done = starts.get(&pos.segment).copied().unwrap_or(0) + pos.offset;
+            progress.set(done);
+            progress_log.update(done, total);
         })?;
+        progress.finish();
         metrics.replayed_records.inc_by(replayed);
         tracing::info!(
             segments = report.segments,
+            replayed_bytes = total,
             records = report.records,
             head_lines = head.entries,
             undecodable,
@@ -308,7 +324,7 @@ impl LogStore {
             Some(super::forward::Forwarder::start(&cfg.data_dir, &cfg.logs.forward, registry, &runtime)?)
         };
         let inner = Arc::new(Inner {
-            cfg: cfg.logs.clone(),
+            cfg: crate::live::Live::new(cfg.logs.clone()),
             parts_dir,
             logs_dir,
             wal,
@@ -349,15 +365,37 @@ impl LogStore {
         *self.inner.stream_limits.write().unwrap_or_else(std::sync::PoisonError::into_inner) = overrides;
     }
 
+    /// Applies a reloaded `[logs]`: limits, retention, flush and merge settings take effect
+    /// from the next push and the next maintenance pass. The WAL settings and forwarding
+    /// targets are fixed at open (a reload reports them as needing a restart).
+    pub fn apply_config(&self, logs: &Logs) {
+        let mut next = logs.clone();
+        let running = self.inner.cfg.load();
+        next.fsync = running.fsync;
+        next.fsync_batch_wait = running.fsync_batch_wait;
+        next.wal_segment_bytes = running.wal_segment_bytes;
+        next.forward = running.forward.clone();
+        next.default_tenant = running.default_tenant.clone();
+        self.inner.cfg.store(next);
+        // A smaller head bound or flush interval applies now, not at the next push.
+        self.inner.wake_flusher();
+    }
+
+    /// Why the WAL refuses writes, if it does (a failed fsync): pushes fail until a restart.
+    pub fn wal_poisoned(&self) -> Option<String> {
+        self.inner.wal.poisoned()
+    }
+
     /// Validates `req` like Loki, stores every valid entry durably, and reports the rest.
     pub async fn push(&self, tenant: &str, req: PushRequest) -> Result<PushOutcome, StoreError> {
         let inner = &self.inner;
+        let cfg = inner.cfg.load();
         let mut out = PushOutcome::default();
         let max_streams = match inner.stream_limits.read() {
             Ok(m) => m.get(tenant).copied(),
             Err(p) => p.into_inner().get(tenant).copied(),
         }
-        .unwrap_or(inner.cfg.max_streams_per_tenant);
+        .unwrap_or(cfg.max_streams_per_tenant);
         let valid = {
             let mut index = match inner.index.write() {
                 Ok(g) => g,
@@ -367,7 +405,7 @@ impl LogStore {
                 Some(t) => t,
                 None => index.entry(tenant.to_string()).or_default(),
             };
-            let limits = limits::Limits { cfg: &inner.cfg, max_streams };
+            let limits = limits::Limits { cfg: &cfg, max_streams };
             limits::validate(&limits, tenant, tenant_index, &req, inner.now_secs(), &inner.metrics, &mut out)
         };
         if valid.is_empty() {
@@ -375,7 +413,7 @@ impl LogStore {
         }
         // Backpressure: the head may hold up to 1.5 times its flush threshold while a flush runs.
         let mut waited = false;
-        let bound = inner.cfg.head_max_bytes + inner.cfg.head_max_bytes / 2;
+        let bound = cfg.head_max_bytes + cfg.head_max_bytes / 2;
         while inner.snapshot().active.read().map(|h| h.bytes).unwrap_or(0) > bound {
             if !waited {
                 inner.metrics.ingest_waits.inc();
@@ -427,7 +465,7 @@ impl LogStore {
             head.entries += lines;
             inner.metrics.head_bytes.set(head.bytes as u64 + inner.frozen_bytes.load(Ordering::Relaxed));
             inner.metrics.head_lines.set(head.entries as u64 + inner.frozen_lines.load(Ordering::Relaxed));
-            if head.bytes >= inner.cfg.head_max_bytes {
+            if head.bytes >= cfg.head_max_bytes {
                 inner.wake_flusher();
             }
         }

@@ -159,8 +159,9 @@ pub struct TooManySeries {
 }
 
 pub struct MetricsStore {
-    cfg: MetricsConfig,
-    limits: LabelLimits,
+    /// `[metrics]`; limits, TTL and query bounds are replaced by a reload
+    /// ([`MetricsStore::apply_config`]); fleet settings and forwarding are fixed at start.
+    cfg: crate::live::Live<MetricsConfig>,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     /// `[limits.tenants.<name>] max_series` overrides of `max_series_per_tenant`.
     series_limits: RwLock<HashMap<String, usize>>,
@@ -186,12 +187,7 @@ impl MetricsStore {
         ));
         let stats = telemetry::MetricsTelemetry::new(registry, fleet.clone(), default_tenant.to_string());
         MetricsStore {
-            limits: LabelLimits {
-                max_labels: cfg.max_labels_per_series,
-                max_name_bytes: cfg.max_label_name_bytes,
-                max_value_bytes: cfg.max_label_value_bytes,
-            },
-            cfg: cfg.clone(),
+            cfg: crate::live::Live::new(cfg.clone()),
             tenants: RwLock::new(HashMap::new()),
             series_limits: RwLock::new(HashMap::new()),
             total: AtomicUsize::new(0),
@@ -202,8 +198,31 @@ impl MetricsStore {
         }
     }
 
-    pub fn config(&self) -> &MetricsConfig {
-        &self.cfg
+    /// The `[metrics]` settings in force.
+    pub fn config(&self) -> Arc<MetricsConfig> {
+        self.cfg.load()
+    }
+
+    /// Applies reloaded limits (series, labels, tenants, metadata), `series_ttl` and the query
+    /// bounds from the next request on. Series already stored stay, even above a lowered limit:
+    /// a limit refuses new series, it does not evict (they leave by `series_ttl`).
+    pub fn apply_config(&self, cfg: &MetricsConfig) {
+        let running = self.cfg.load();
+        let mut next = cfg.clone();
+        next.agent_label = running.agent_label.clone();
+        next.agent_down_after = running.agent_down_after;
+        next.agent_forget_after = running.agent_forget_after;
+        next.max_agents = running.max_agents;
+        next.forward = running.forward.clone();
+        self.cfg.store(next);
+    }
+
+    fn label_limits(cfg: &MetricsConfig) -> LabelLimits {
+        LabelLimits {
+            max_labels: cfg.max_labels_per_series,
+            max_name_bytes: cfg.max_label_name_bytes,
+            max_value_bytes: cfg.max_label_value_bytes,
+        }
     }
 
     /// Replaces the per-tenant overrides of `max_series_per_tenant` (at start and on reload).
@@ -212,8 +231,8 @@ impl MetricsStore {
         *write(&self.series_limits) = overrides.into_iter().collect();
     }
 
-    fn series_limit(&self, tenant: &str) -> usize {
-        read(&self.series_limits).get(tenant).copied().unwrap_or(self.cfg.max_series_per_tenant)
+    fn series_limit(&self, cfg: &MetricsConfig, tenant: &str) -> usize {
+        read(&self.series_limits).get(tenant).copied().unwrap_or(cfg.max_series_per_tenant)
     }
 
     /// Store clock: whole seconds since the store started (for touch times).
@@ -225,7 +244,7 @@ impl MetricsStore {
         read(&self.tenants).get(name).cloned()
     }
 
-    fn tenant_for_write(&self, name: &str) -> Option<Arc<Tenant>> {
+    fn tenant_for_write(&self, cfg: &MetricsConfig, name: &str) -> Option<Arc<Tenant>> {
         if let Some(t) = self.tenant(name) {
             return Some(t);
         }
@@ -233,10 +252,10 @@ impl MetricsStore {
         if let Some(t) = tenants.get(name) {
             return Some(t.clone());
         }
-        if tenants.len() >= self.cfg.max_tenants {
+        if tenants.len() >= cfg.max_tenants {
             return None;
         }
-        let t = Arc::new(Tenant::new(self.cfg.max_metadata_families));
+        let t = Arc::new(Tenant::new(cfg.max_metadata_families));
         tenants.insert(name.to_string(), t.clone());
         self.stats.tenants.set(tenants.len() as i64);
         Some(t)
@@ -244,13 +263,13 @@ impl MetricsStore {
 
     /// Counts a new series against the tenant's and the global limit; `false` (and the
     /// reason) when either is full.
-    fn reserve(&self, t: &Tenant, max_per_tenant: usize, why: &mut Option<Reason>) -> bool {
+    fn reserve(&self, cfg: &MetricsConfig, t: &Tenant, max_per_tenant: usize, why: &mut Option<Reason>) -> bool {
         if t.series.fetch_add(1, Ordering::Relaxed) >= max_per_tenant {
             t.series.fetch_sub(1, Ordering::Relaxed);
             *why = Some(Reason::MaxSeriesPerTenant);
             return false;
         }
-        if self.total.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_series {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= cfg.max_series {
             self.total.fetch_sub(1, Ordering::Relaxed);
             t.series.fetch_sub(1, Ordering::Relaxed);
             *why = Some(Reason::MaxSeries);
@@ -269,18 +288,20 @@ impl MetricsStore {
     pub fn ingest(&self, tenant: &str, view: &WriteView<'_>) -> IngestOutcome {
         let mut out = IngestOutcome::default();
         let now = self.clock();
-        let Some(t) = self.tenant_for_write(tenant) else {
+        let cfg = self.cfg.load();
+        let limits = Self::label_limits(&cfg);
+        let Some(t) = self.tenant_for_write(&cfg, tenant) else {
             for s in &view.series {
                 self.stats.reject("max_tenants", u64::from(s.samples));
             }
             out.over_limit_series = view.series.len() as u64;
             out.over_limit.push(format!(
                 "tenant {tenant:?} refused: the collector holds series of its maximum of {} tenants (metrics.max_tenants)",
-                self.cfg.max_tenants
+                cfg.max_tenants
             ));
             return out;
         };
-        let max_per_tenant = self.series_limit(tenant);
+        let max_per_tenant = self.series_limit(&cfg, tenant);
         let agent_label = self.fleet.label.as_str();
         let mut hosts: Vec<&str> = Vec::new();
         let (mut created, mut stale, mut exemplars) = (0u64, 0u64, 0u64);
@@ -298,7 +319,7 @@ impl MetricsStore {
                 continue;
             }
             if s.histograms > 0 {
-                if let Err((reason, message)) = validate::check(labels, &self.limits) {
+                if let Err((reason, message)) = validate::check(labels, &limits) {
                     self.stats.reject(reason.as_str(), u64::from(s.samples + s.histograms));
                     out.refuse(reason, message);
                     out.invalid_index.push(i);
@@ -320,12 +341,12 @@ impl MetricsStore {
             // new series is validated (and counted against the limits).
             let mut why: Option<(Reason, Option<String>)> = None;
             let result = write(&t.shards[Tenant::shard_of(hash)]).upsert(hash, labels, latest, now, || {
-                if let Err((reason, message)) = validate::check(labels, &self.limits) {
+                if let Err((reason, message)) = validate::check(labels, &limits) {
                     why = Some((reason, Some(message)));
                     return false;
                 }
                 let mut capacity = None;
-                let ok = self.reserve(&t, max_per_tenant, &mut capacity);
+                let ok = self.reserve(&cfg, &t, max_per_tenant, &mut capacity);
                 why = capacity.map(|r| (r, None));
                 ok
             });
@@ -345,10 +366,9 @@ impl MetricsStore {
                         Reason::MaxSeriesPerTenant => format!(
                             "tenant {tenant:?} holds its maximum of {max_per_tenant} series (metrics.max_series_per_tenant or limits.tenants.{tenant}.max_series)"
                         ),
-                        _ => format!(
-                            "the collector holds its maximum of {} series (metrics.max_series)",
-                            self.cfg.max_series
-                        ),
+                        _ => {
+                            format!("the collector holds its maximum of {} series (metrics.max_series)", cfg.max_series)
+                        }
                     };
                     out.refuse(reason, format!("new series {} refused: {limit}", validate::describe(labels)));
                     continue;
@@ -412,9 +432,10 @@ impl MetricsStore {
         }
         let now_ms = fleet::now_ms();
         let clock = self.clock();
+        let cfg = self.cfg.load();
         for agent in self.fleet.states(now_ms) {
-            let Some(t) = self.tenant_for_write(&agent.tenant) else { continue };
-            let max_per_tenant = self.series_limit(&agent.tenant);
+            let Some(t) = self.tenant_for_write(&cfg, &agent.tenant) else { continue };
+            let max_per_tenant = self.series_limit(&cfg, &agent.tenant);
             let series = [
                 ("osprey_agent_up", if agent.up { 1.0 } else { 0.0 }),
                 ("osprey_agent_last_seen_timestamp_seconds", agent.last_seen),
@@ -426,7 +447,7 @@ impl MetricsStore {
                 let mut why = None;
                 let latest = Latest { value, timestamp_ms: now_ms };
                 let r = write(&t.shards[Tenant::shard_of(hash)])
-                    .upsert(hash, &labels, latest, clock, || self.reserve(&t, max_per_tenant, &mut why));
+                    .upsert(hash, &labels, latest, clock, || self.reserve(&cfg, &t, max_per_tenant, &mut why));
                 if let Some(reason) = why {
                     self.stats.reject(reason.as_str(), 1);
                 }
@@ -441,7 +462,7 @@ impl MetricsStore {
     /// Drops series and metadata idle for `metrics.series_ttl`, and tenants left empty;
     /// refreshes the size gauges.
     pub fn expire(&self) {
-        let ttl = self.cfg.series_ttl.get().as_secs().min(u64::from(u32::MAX)) as u32;
+        let ttl = self.cfg.load().series_ttl.get().as_secs().min(u64::from(u32::MAX)) as u32;
         let cutoff = self.clock().saturating_sub(ttl);
         let tenants: Vec<(String, Arc<Tenant>)> =
             read(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -525,7 +546,7 @@ impl MetricsStore {
 
     /// The series matching any selector, with owned labels, at most `metrics.max_query_series`.
     pub fn select(&self, tenant: &str, selectors: &[Selector], window: Window) -> Result<Vec<Selected>, TooManySeries> {
-        let limit = self.cfg.max_query_series;
+        let limit = self.cfg.load().max_query_series;
         let mut out = Vec::new();
         let mut over = false;
         self.for_each(tenant, selectors, window, |shard, s| {
