@@ -1,5 +1,6 @@
 //! `osprey`: one binary for the agent, the collector, and the tools around them.
 
+mod client;
 mod logging;
 mod query;
 mod status;

@@ -9,8 +9,6 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::process::ExitCode;
@@ -47,17 +45,8 @@ pub struct QueryArgs {
     /// Tenant (X-Scope-OrgID).
     #[arg(long, env = "OSPREY_ORG_ID")]
     org_id: Option<String>,
-    /// File holding a bearer token with the query scope (collectors with `[auth]`).
-    #[arg(long, env = "OSPREY_BEARER_TOKEN_FILE")]
-    bearer_token_file: Option<std::path::PathBuf>,
-    /// PEM CA certificates that sign an https collector's certificate (default: the system's).
-    #[arg(long, env = "OSPREY_CA_FILE")]
-    ca_file: Option<String>,
-    /// PEM client certificate (and --key-file) for a collector that requires mutual TLS.
-    #[arg(long, env = "OSPREY_CERT_FILE", requires = "key_file")]
-    cert_file: Option<String>,
-    #[arg(long, env = "OSPREY_KEY_FILE", requires = "cert_file")]
-    key_file: Option<String>,
+    #[command(flatten)]
+    connect: crate::client::ConnectArgs,
     #[arg(long, short, value_enum, default_value = "raw")]
     output: Output,
 }
@@ -70,24 +59,6 @@ enum Output {
     Jsonl,
     /// Time, the labels that differ between streams, and the line; common labels first.
     Table,
-}
-
-/// The TLS client config of `--ca-file`, `--cert-file`, `--key-file`.
-fn tls_config(args: &QueryArgs) -> anyhow::Result<rustls::ClientConfig> {
-    let tls = osprey_config::tls::ClientTls {
-        ca_file: args.ca_file.clone().unwrap_or_default(),
-        cert_file: args.cert_file.clone().unwrap_or_default(),
-        key_file: args.key_file.clone().unwrap_or_default(),
-    };
-    osprey_server::tls::client_config("query", &tls).context("--ca-file / --cert-file / --key-file")
-}
-
-/// `Authorization: Bearer <token>` from `--bearer-token-file`.
-fn authorization(args: &QueryArgs) -> anyhow::Result<Option<String>> {
-    let Some(path) = &args.bearer_token_file else { return Ok(None) };
-    let token =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read --bearer-token-file {}", path.display()))?;
-    Ok(Some(format!("Bearer {}", token.trim())))
 }
 
 fn query_string(params: &[(&str, String)]) -> String {
@@ -114,17 +85,12 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         params.push(("step", s.clone()));
     }
     let url = format!("{}/loki/api/v1/query_range?{}", args.addr.trim_end_matches('/'), query_string(&params));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(&args)?)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let client = args.connect.client()?;
     let mut req = http::Request::get(&url);
     if let Some(org) = &args.org_id {
         req = req.header("x-scope-orgid", org);
     }
-    if let Some(auth) = authorization(&args)? {
+    if let Some(auth) = args.connect.authorization()? {
         req = req.header(http::header::AUTHORIZATION, auth);
     }
     let req = req.body(Full::new(Bytes::new()))?;
@@ -259,12 +225,12 @@ async fn tail(args: &QueryArgs) -> anyhow::Result<ExitCode> {
     if let Some(org) = &args.org_id {
         req.headers_mut().insert("x-scope-orgid", org.parse().context("--org-id is not a valid header value")?);
     }
-    if let Some(auth) = authorization(args)? {
+    if let Some(auth) = args.connect.authorization()? {
         req.headers_mut()
             .insert(http::header::AUTHORIZATION, auth.parse().context("the token is not a valid header value")?);
     }
     // wss: our own TLS stream (rustls with --ca-file), then the websocket handshake over it.
-    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls_config(args)?));
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(args.connect.tls_config()?));
     let connected = match scheme {
         "wss" => tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector)).await,
         _ => tokio_tungstenite::connect_async(req).await,

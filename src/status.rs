@@ -12,8 +12,6 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use osprey_protocol::exposition::{Entry, Format, Parser};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +34,9 @@ pub struct StatusArgs {
     /// Print one view and exit (status 1 when a target did not answer).
     #[arg(long)]
     once: bool,
+    /// https, mutual TLS and a bearer token (the `metrics` scope on a collector with `[auth]`).
+    #[command(flatten)]
+    connect: crate::client::ConnectArgs,
 }
 
 #[derive(Clone, Copy)]
@@ -75,8 +76,6 @@ struct Scrape {
     health: Option<(String, Vec<String>)>,
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut targets: Vec<Target> = Vec::new();
     let (agents, collectors) = if args.agent.is_empty() && args.collector.is_empty() {
@@ -90,7 +89,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             targets.push(Target { role, url, last: None, current: Err("not scraped yet".into()) });
         }
     }
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = Http { client: args.connect.client()?, authorization: args.connect.authorization()? };
     let interval = args.interval.0;
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut first = true;
@@ -124,9 +123,19 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn get(client: &HttpClient, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    let req = http::Request::get(url).body(Full::new(Bytes::new()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+/// The client and the `Authorization` header every request carries.
+struct Http {
+    client: crate::client::HttpsClient,
+    authorization: Option<String>,
+}
+
+async fn get(http: &Http, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut req = http::Request::get(url);
+    if let Some(auth) = &http.authorization {
+        req = req.header(http::header::AUTHORIZATION, auth);
+    }
+    let req = req.body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), http.client.request(req))
         .await
         .map_err(|_| anyhow::anyhow!("no answer within 5s"))??;
     let status = resp.status().as_u16();
@@ -138,7 +147,7 @@ async fn get(client: &HttpClient, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     Ok((status, body.to_vec()))
 }
 
-async fn scrape(client: &HttpClient, base: &str) -> Result<Scrape, String> {
+async fn scrape(client: &Http, base: &str) -> Result<Scrape, String> {
     let url = format!("{base}/metrics");
     let (status, body) = get(client, &url).await.map_err(|e| format!("{url}: {e:#}"))?;
     if status != 200 {

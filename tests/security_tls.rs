@@ -299,3 +299,35 @@ fn sighup_reloads_the_certificate_and_refuses_a_broken_one() {
     let m = https(&url, &tls, "GET", "/metrics", &[], b"").unwrap();
     assert!(metric(&m.body, r#"osprey_config_reloads_total{result="failure"}"#) >= 1.0, "{}", m.body);
 }
+
+/// `osprey status` reaches a collector that speaks https and wants a `metrics` token, with the
+/// same flags as `osprey query`; without the token it shows the refusal and exits 1.
+#[test]
+fn status_reads_a_secured_collector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(dir, "main");
+    let live = pki.issue("live", "collector", None);
+    let token = dir.join("metrics.token");
+    std::fs::write(&token, "metrics-secret-for-status-0123\n").unwrap();
+    let auth = format!(
+        "[auth]\nenabled = true\n[[auth.tokens]]\nname = \"status\"\nfile = {:?}\nscopes = [\"metrics\"]\ntenants = []\n",
+        token.display().to_string()
+    );
+    let config = collector_config(dir, &format!("{}{auth}", tls_section(&live, None, "0s")));
+    let (_collector, url) = start_collector(dir, &config);
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = pki.ca_file().display().to_string();
+    let token_arg = token.display().to_string();
+    let base = ["status", "--collector", url.as_str(), "--once", "--interval", "200ms", "--ca-file", ca.as_str()];
+
+    let mut with_token = base.to_vec();
+    with_token.extend(["--bearer-token-file", token_arg.as_str()]);
+    let (code, out, err) = osprey(&with_token);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("collector {url}  health ok")), "{out}");
+
+    let (code, out, _) = osprey(&base);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("401"), "the refusal is shown: {out}");
+}
