@@ -34,7 +34,12 @@ fn bad_bodies_are_refused_with_a_reason() {
     let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
         ("push", "truncated protobuf", truncated.clone(), "not a valid logproto.PushRequest"),
         ("push", "bad snappy", b"\x05this is not snappy".to_vec(), "snappy body is corrupt"),
-        ("push", "4 GiB claim", bomb.to_vec(), "would decompress to 4294967296 bytes"),
+        (
+            "push",
+            "4 GiB claim",
+            bomb.to_vec(),
+            "would decompress to 4294967296 bytes, over the limit of 67108864 bytes (server.max_decompressed_bytes)",
+        ),
         ("push", "empty body", vec![], "empty"),
         ("write", "truncated protobuf", truncated, "not a valid prometheus.WriteRequest"),
         ("write", "bad snappy", b"\x05this is not snappy".to_vec(), "snappy body is corrupt"),
@@ -60,7 +65,15 @@ fn bad_bodies_are_refused_with_a_reason() {
     assert_eq!(code, 204);
     let (_, metrics) = get(&format!("{url}/metrics"));
     assert!(metrics.contains("osprey_ingested_lines_total 1"), "{metrics}");
-    assert!(metrics.contains(r#"osprey_rejected_requests_total{endpoint="push",reason="bad_body"} 4"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"osprey_rejected_requests_total{endpoint="loki_push",reason="bad_body"} 3"#),
+        "{metrics}"
+    );
+    // The 4 GiB snappy claim is named for the limit it hit, as on remote_write.
+    assert!(
+        metrics.contains(r#"osprey_rejected_requests_total{endpoint="loki_push",reason="decompressed_too_large"} 1"#),
+        "{metrics}"
+    );
     // remote_write counts each kind of refusal under its own reason.
     for reason in ["bad_body", "bad_snappy", "decompressed_too_large", "empty_body"] {
         let line = format!(r#"osprey_rejected_requests_total{{endpoint="remote_write",reason="{reason}"}} 1"#);

@@ -325,6 +325,11 @@ fn slow_senders_are_cut_off() {
     let end = r.read_to_end(&mut rest);
     assert!(matches!(end, Ok(0)), "the idle keep-alive connection was not closed: {end:?}");
     watch.finish();
+
+    // Each cut is counted.
+    let m = metrics_of(&url);
+    assert!(metric(&m, r#"osprey_http_connections_refused_total{reason="header_timeout"}"#) >= 1.0, "{m}");
+    assert!(metric(&m, r#"osprey_rejected_requests_total{endpoint="loki_push",reason="slow_body"}"#) >= 1.0, "{m}");
 }
 
 #[test]

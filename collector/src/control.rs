@@ -215,6 +215,10 @@ fn in_force(old: &CollectorConfig, mut new: CollectorConfig) -> CollectorConfig 
     new.server.listen = old.server.listen;
     new.server.max_body_bytes = old.server.max_body_bytes;
     new.server.max_decompressed_bytes = old.server.max_decompressed_bytes;
+    new.server.max_connections = old.server.max_connections;
+    new.server.header_read_timeout = old.server.header_read_timeout;
+    new.server.max_header_bytes = old.server.max_header_bytes;
+    new.server.tls.reload_interval = old.server.tls.reload_interval;
     new.logs.fsync = old.logs.fsync;
     new.logs.fsync_batch_wait = old.logs.fsync_batch_wait;
     new.logs.wal_segment_bytes = old.logs.wal_segment_bytes;
@@ -242,6 +246,10 @@ mod tests {
         all.server.listen = "127.0.0.1:1".parse().unwrap();
         all.server.max_body_bytes = 1;
         all.server.max_decompressed_bytes = 1;
+        all.server.max_connections = 1;
+        all.server.header_read_timeout = Duration::from_secs(1);
+        all.server.max_header_bytes = 1;
+        all.server.tls.reload_interval = Duration::from_secs(1);
         all.logs.fsync = osprey_config::collector::FsyncMode::Always;
         all.logs.fsync_batch_wait = Duration::from_millis(1);
         all.logs.wal_segment_bytes = 1;

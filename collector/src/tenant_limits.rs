@@ -4,8 +4,8 @@
 //! Rates are token buckets (Loki's and Mimir's local rate limiters): a tenant may send `rate`
 //! units per second on average and `burst` at once. A request that does not fit is refused
 //! whole with 429 and the reason, nothing of it stored, and counted in
-//! `osprey_tenant_limit_refusals_total{tenant, limit}` (and the stores' discarded counters with
-//! reason `rate_limited`). Query concurrency is a semaphore per tenant held for the whole
+//! `osprey_tenant_limit_refusals_total{tenant, limit}` and
+//! `osprey_rejected_requests_total{endpoint, reason="rate_limited"}`. Query concurrency is a semaphore per tenant held for the whole
 //! request; a request finding none free gets 429 at once (queueing is what
 //! `logs.max_concurrent_queries` does over all tenants).
 //!

@@ -68,8 +68,9 @@ impl Default for AgentHealth {
 #[serde(deny_unknown_fields, default)]
 pub struct AgentServer {
     pub listen: SocketAddr,
-    /// File holding a token that `/metrics` requires as `Authorization: Bearer <token>`
-    /// (at least 16 characters). Empty: `/metrics` is open. `/ready` is always open.
+    /// File holding a token (at least 16 characters) that every path but `/ready` and
+    /// `/health` requires as `Authorization: Bearer <token>` (`/metrics`, `/-/reload`,
+    /// `/-/log-level`). Empty: all open. Probes never need it.
     pub bearer_token_file: String,
     pub tls: ServerTls,
 }

@@ -109,6 +109,7 @@ pub const AGENT_RESTART_KEYS: &[&str] = &[
     "collector.timeout",
     "collector.retry_initial_backoff",
     "collector.retry_max_backoff",
+    "collector.tls",
     "remote_write.",
     "pipeline.",
     "log.format",

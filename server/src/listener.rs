@@ -73,8 +73,10 @@ impl ListenerMetrics {
         registry.register("http_connections_accepted", "HTTP connections accepted", self.accepted.clone());
         registry.register(
             "http_connections_refused",
-            "Connections closed before any request: limit (server.max_connections), tls_handshake \
-             (failed handshake), handshake_timeout, plain_http (HTTP on the TLS port), accept_error",
+            "Connections the listener closed or refused: limit (server.max_connections), tls_handshake \
+             (failed handshake), handshake_timeout, plain_http (HTTP on the TLS port), accept_error, \
+             header_timeout (a request head not complete within server.header_read_timeout), \
+             header_too_large (431, server.max_header_bytes), bad_request (an unparsable request)",
             self.refused.clone(),
         );
     }
@@ -248,7 +250,7 @@ impl Connection {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let Connection { guard, http, app, .. } = self;
+        let Connection { guard, http, app, metrics, .. } = self;
         let mut drain = guard.drain.clone();
         let request_guard = guard.clone();
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
@@ -263,6 +265,14 @@ impl Connection {
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
+                    // hyper answers these itself (431, or closes a slow head): count them here.
+                    if e.is_timeout() {
+                        metrics.refuse("header_timeout");
+                    } else if e.is_parse_too_large() {
+                        metrics.refuse("header_too_large");
+                    } else if e.is_parse() {
+                        metrics.refuse("bad_request");
+                    }
                     tracing::debug!("connection ended: {e}");
                 }
             }
@@ -340,13 +350,38 @@ pub async fn bound(deadline: Deadline, req: Request, next: Next) -> Response {
             )
                 .into_response();
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp.extensions_mut().insert(DeadlineExceeded::SlowBody);
             resp
         }
-        Err(_) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("the request took longer than {:?} ({}) and was stopped\n", deadline.timeout, deadline.key),
-        )
-            .into_response(),
+        Err(_) => {
+            let mut resp = (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the request took longer than {:?} ({}) and was stopped\n", deadline.timeout, deadline.key),
+            )
+                .into_response();
+            resp.extensions_mut().insert(DeadlineExceeded::Handler);
+            resp
+        }
+    }
+}
+
+/// Marks an answer [`bound`] gave because its deadline passed, so the server can count it
+/// (a handler's own 504 carries no mark).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadlineExceeded {
+    /// 408: the body had not all arrived (a slow sender).
+    SlowBody,
+    /// 504: the handler was still working.
+    Handler,
+}
+
+impl DeadlineExceeded {
+    /// The `reason` label it is counted under.
+    pub fn reason(self) -> &'static str {
+        match self {
+            DeadlineExceeded::SlowBody => "slow_body",
+            DeadlineExceeded::Handler => "request_timeout",
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use osprey_protocol::snappy::SnappyError;
 use osprey_protocol::{gzip, logproto, push_json};
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
@@ -24,7 +25,7 @@ pub async fn loki_push(
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            state.telemetry.reject("push", "body_too_large");
+            state.telemetry.reject("loki_push", "body_too_large");
             return text_error(
                 e.status(),
                 format!(
@@ -35,7 +36,7 @@ pub async fn loki_push(
         }
     };
     if body.is_empty() {
-        state.telemetry.reject("push", "empty_body");
+        state.telemetry.reject("loki_push", "empty_body");
         return text_error(StatusCode::BAD_REQUEST, "empty push body");
     }
     let content_type = header_str(&headers, header::CONTENT_TYPE).to_ascii_lowercase();
@@ -43,8 +44,12 @@ pub async fn loki_push(
     let body = if encoding == "gzip" {
         match gzip::decompress(&body, limit) {
             Ok(b) => Bytes::from(b),
+            Err(e @ gzip::GzipError::TooLarge { .. }) => {
+                state.telemetry.reject("loki_push", "decompressed_too_large");
+                return text_error(StatusCode::BAD_REQUEST, format!("{e} (server.max_decompressed_bytes)"));
+            }
             Err(e) => {
-                state.telemetry.reject("push", "bad_gzip");
+                state.telemetry.reject("loki_push", "bad_gzip");
                 return text_error(StatusCode::BAD_REQUEST, e.to_string());
             }
         }
@@ -52,14 +57,19 @@ pub async fn loki_push(
         body
     };
     let req = if content_type.starts_with("application/json") {
-        push_json::decode(&body).map_err(|e| format!("invalid JSON push body: {e}"))
+        push_json::decode(&body).map_err(|e| ("bad_body", format!("invalid JSON push body: {e}")))
     } else {
-        logproto::decode_push_request(&body, limit).map_err(|e| e.to_string())
+        logproto::decode_push_request(&body, limit).map_err(|e| match e {
+            logproto::DecodeError::Snappy(SnappyError::TooLarge { .. }) => {
+                ("decompressed_too_large", format!("{e} (server.max_decompressed_bytes)"))
+            }
+            e => ("bad_body", e.to_string()),
+        })
     };
     let req = match req {
         Ok(r) => r,
-        Err(msg) => {
-            state.telemetry.reject("push", "bad_body");
+        Err((reason, msg)) => {
+            state.telemetry.reject("loki_push", reason);
             return text_error(StatusCode::BAD_REQUEST, msg);
         }
     };
@@ -67,7 +77,7 @@ pub async fn loki_push(
     let lines: u64 = req.streams.iter().map(|s| s.entries.len() as u64).sum();
     let bytes: u64 = req.streams.iter().flat_map(|s| &s.entries).map(|e| e.line.len() as u64).sum();
     if let Err(msg) = state.limits.check_log_bytes(&tenant, bytes, lines) {
-        state.telemetry.reject("push", "rate_limited");
+        state.telemetry.reject("loki_push", "rate_limited");
         return text_error(StatusCode::TOO_MANY_REQUESTS, msg);
     }
     match state.logs.push(&tenant, req).await {
@@ -84,7 +94,7 @@ pub async fn loki_push(
             text_error(status, msg)
         }
         Err(e) => {
-            state.telemetry.reject("push", "storage_error");
+            state.telemetry.reject("loki_push", "storage_error");
             tracing::error!(error = %e, "push could not be stored");
             text_error(StatusCode::SERVICE_UNAVAILABLE, format!("push could not be stored: {e}"))
         }

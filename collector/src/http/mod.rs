@@ -60,7 +60,12 @@ pub fn router(state: AppState) -> Router {
 async fn deadline(axum::extract::State(state): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
     let timeout = state.cfg().server.request_timeout.get();
     let bound = osprey_server::listener::Deadline { timeout, key: "server.request_timeout" };
-    osprey_server::listener::bound(bound, req, next).await
+    let endpoint = req.extensions().get::<MatchedPath>().map(|p| endpoint_name(p.as_str())).unwrap_or("other");
+    let resp = osprey_server::listener::bound(bound, req, next).await;
+    if let Some(exceeded) = resp.extensions().get::<osprey_server::listener::DeadlineExceeded>() {
+        state.telemetry.reject(endpoint, exceeded.reason());
+    }
+    resp
 }
 
 /// `/ready`: 200 `ready`, or 503 with the reasons (shutting down, WAL refusing writes).

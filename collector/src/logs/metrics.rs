@@ -33,7 +33,7 @@ pub struct LogMetrics {
     pub blocks_read: Counter,
     pub blocks_pruned: Counter,
     pub maintenance_errors: Counter,
-    /// The collector's `osprey_rejected_requests_total{endpoint="push",reason}`, which alerts and
+    /// The collector's `osprey_rejected_requests_total{endpoint="loki_push",reason}`, which alerts and
     /// dashboards use: every discard is counted there too.
     pub rejected: Option<crate::telemetry::Telemetry>,
 }
@@ -93,7 +93,7 @@ impl LogMetrics {
 
     pub fn discard(&self, reason: &'static str, lines: u64, bytes: u64) {
         if let Some(t) = &self.rejected {
-            t.reject("push", reason);
+            t.reject("loki_push", reason);
         }
         self.discarded_lines.get_or_create(&ReasonLabels { reason }).inc_by(lines);
         self.discarded_bytes.get_or_create(&ReasonLabels { reason }).inc_by(bytes);
