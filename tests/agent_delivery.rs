@@ -77,6 +77,31 @@ fn retries_5xx_and_429_until_delivered() {
     assert!(metrics.contains(r#"osprey_agent_batches_sent_total{sink="loki"} 1"#), "{metrics}");
 }
 
+/// Wrong credentials are the operator's to fix, not the data's fault: the batch is kept and
+/// retried, so nothing written meanwhile is lost.
+#[test]
+fn a_401_or_403_is_retried_not_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = CaptureServer::start(vec![401, 403]);
+    let log = tmp.path().join("app.log");
+    std::fs::write(&log, "kept through a bad token\n").unwrap();
+    let (_agent, agent_url) = start_agent(
+        tmp.path(),
+        &agent_config(tmp.path(), &capture.url("/loki/api/v1/push"), &log.display().to_string()),
+    );
+    let lines = eventually(Duration::from_secs(20), || {
+        let l = delivered_lines(&capture, 2);
+        (!l.is_empty()).then_some(l)
+    })
+    .expect("delivered once the receiver accepts the credentials");
+    assert_eq!(lines, vec!["kept through a bad token"]);
+    let (_, metrics) = get(&format!("{agent_url}/metrics"));
+    assert!(metrics.contains(r#"osprey_agent_batches_retried_total{sink="loki"} 2"#), "{metrics}");
+    assert!(!metrics.contains(r#"osprey_agent_batches_dropped_total{sink="loki"} 1"#), "{metrics}");
+    let log = std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default();
+    assert!(log.contains("credentials refused") && log.contains("collector.token_file"), "{log}");
+}
+
 #[test]
 fn a_400_is_dropped_and_counted_not_retried() {
     let tmp = tempfile::tempdir().unwrap();

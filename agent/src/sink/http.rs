@@ -2,9 +2,11 @@
 //!
 //! Both sinks (Loki push and remote_write) share this: the same status handling as Prometheus'
 //! and Promtail's clients. 2xx: delivered. 429, 5xx, timeouts and connection errors: retried
-//! forever with exponential backoff and full jitter, because the data is still wanted. Any other
-//! 4xx: the receiver says the data is bad; retrying cannot help, so the batch is logged with
-//! the response body, counted and dropped.
+//! forever with exponential backoff and full jitter, because the data is still wanted. 401 and
+//! 403 are retried the same way (logged as errors): they say the credentials are wrong, not the
+//! data, and an operator fixing a token must not find the lines sent meanwhile gone (Promtail
+//! and Vector drop them). Any other 4xx: the receiver says the data is bad; retrying cannot
+//! help, so the batch is logged with the response body, counted and dropped.
 
 use crate::telemetry::{SinkLabels, Telemetry};
 use bytes::Bytes;
@@ -128,6 +130,15 @@ impl HttpSender {
                 }
                 Ok((status, text)) if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() => {
                     format!("{} answered {status}: {}", self.url, text.trim())
+                }
+                Ok((status, text)) if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN => {
+                    let problem = format!(
+                        "{} answered {status}: {}; check collector.token_file (the batch is kept and retried)",
+                        self.url,
+                        text.trim()
+                    );
+                    tracing::error!(sink = self.sink, "credentials refused: {problem}");
+                    problem
                 }
                 Ok((status, text)) => {
                     tracing::error!(sink = self.sink, url = %self.url, %status, body = %text.trim(), "receiver refused a batch; dropping it (not retryable)");

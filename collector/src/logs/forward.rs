@@ -11,7 +11,7 @@
 //!
 //! A queue record is `tenant_len: u16 LE | tenant | snappy(logproto.PushRequest)`. One sender
 //! task per target sends records in order with the agent's retry policy (429/5xx and network
-//! errors retried forever with backoff; other 4xx dropped, counted and logged) and acknowledges
+//! errors, 401 and 403 retried forever with backoff; other 4xx dropped, counted and logged) and acknowledges
 //! each once it is delivered or refused for good.
 
 use bytes::Bytes;

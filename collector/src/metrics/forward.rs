@@ -3,7 +3,7 @@
 //! Prometheus). This is how a fleet that outgrows one collector keeps every sample.
 //!
 //! One implementation with the agent: each target is the agent's [`DiskQueue`] (durable,
-//! bounded, CRC-framed) drained by the agent's [`HttpSender`] (retries 429, 5xx and network
+//! bounded, CRC-framed) drained by the agent's [`HttpSender`] (retries 429, 5xx, 401, 403 and network
 //! errors with backoff; drops and counts what the receiver refuses as bad). The receiver side
 //! pushes a request's accepted series into every target's queue, fsynced, *before* it answers
 //! 2xx; so a `kill -9` of the collector loses no acknowledged sample: it is sent after the
