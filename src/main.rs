@@ -135,8 +135,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let agent = osprey_agent::start(cfg).await?;
                 let control = agent.control();
                 control
+                    .hooks
                     .set_config_source(Arc::new(move || osprey_config::load_agent(&config).map_err(|e| e.to_string())));
-                control.set_log_control(log);
+                control.hooks.set_log_control(log);
                 announce("agent", &agent.url());
                 let c = control.clone();
                 systemd::started(
@@ -165,10 +166,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mut signals = Signals::install()?;
                 let collector = osprey_collector::start(cfg).await?;
                 let state = collector.state();
-                state.ops.set_config_source(Arc::new(move || {
+                state.ops.hooks.set_config_source(Arc::new(move || {
                     osprey_config::load_collector(&config).map_err(|e| e.to_string())
                 }));
-                state.ops.set_log_control(log);
+                state.ops.hooks.set_log_control(log);
                 announce("collector", &collector.url());
                 let s = state.clone();
                 systemd::started(

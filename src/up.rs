@@ -60,8 +60,8 @@ pub async fn run(args: UpArgs, log: osprey_agent::ops::LogControl) -> anyhow::Re
     let includes = agent_cfg.sources.files[0].include.join(", ");
     let agent = osprey_agent::start(agent_cfg).await?;
     let (control, state) = (agent.control(), collector.state());
-    control.set_log_control(log.clone());
-    state.ops.set_log_control(log);
+    control.hooks.set_log_control(log.clone());
+    state.ops.hooks.set_log_control(log);
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "osprey up: collector http://{} (Loki push and query API, remote_write, /federate)", collector.addr)?;

@@ -12,7 +12,7 @@
 //! keep their running values: the config in force is always "the new file's hot keys over the
 //! started process's restart keys", so every later reload reports them again until a restart.
 
-use crate::ops::{Check, ConfigSource, HealthReport, LogControl, ReloadMetrics, ReloadOutcome, Status};
+use crate::ops::{Check, HealthReport, ReloadHooks, ReloadMetrics, ReloadOutcome, Status};
 use crate::{host, scrape, sink, tail, telemetry};
 use osprey_config::AgentConfig;
 use osprey_config::ops::{AGENT_RESTART_KEYS, ReloadPlan};
@@ -24,11 +24,6 @@ use tokio::sync::{mpsc, watch};
 
 /// How long a reload waits for the tailer thread to confirm it applied new sources.
 const TAIL_ANSWER_WAIT: Duration = Duration::from_secs(30);
-
-/// Something else reloaded with the config (the listener's TLS files and `/metrics` token, on
-/// the security side): it gets the new config, re-reads what it owns, and returns a line for the
-/// answer or why it refuses (which rejects the reload before anything of it is applied).
-pub type Reloadable = Arc<dyn Fn(&AgentConfig) -> Result<String, String> + Send + Sync>;
 
 /// The host metrics task, restarted when `[host_metrics]` changes.
 pub struct HostTask {
@@ -66,9 +61,8 @@ pub struct Control {
     registry: Arc<Registry>,
     metrics: ReloadMetrics,
     shutdown: watch::Receiver<bool>,
-    source: Mutex<Option<ConfigSource<AgentConfig>>>,
-    log: Mutex<Option<LogControl>>,
-    reloadables: Mutex<Vec<(&'static str, Reloadable)>>,
+    /// The config file, the log filter and the listener's TLS files and token.
+    pub hooks: ReloadHooks<AgentConfig>,
     /// One reload at a time (SIGHUP and `/-/reload` may race).
     reloading: tokio::sync::Mutex<()>,
     stopping: AtomicBool,
@@ -92,33 +86,10 @@ impl Control {
             registry: p.registry,
             metrics: p.metrics,
             shutdown: p.shutdown,
-            source: Mutex::new(None),
-            log: Mutex::new(None),
-            reloadables: Mutex::new(Vec::new()),
+            hooks: ReloadHooks::default(),
             reloading: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
         }
-    }
-
-    /// Where reloads read the config from (the binary's `--config` file). Without one, a reload
-    /// is refused with a message saying so.
-    pub fn set_config_source(&self, source: ConfigSource<AgentConfig>) {
-        *lock(&self.source) = Some(source);
-    }
-
-    /// How `/-/log-level` and `log.level` reloads change the log filter.
-    pub fn set_log_control(&self, control: LogControl) {
-        *lock(&self.log) = Some(control);
-    }
-
-    pub fn log_control(&self) -> Option<LogControl> {
-        lock(&self.log).clone()
-    }
-
-    /// Registers a part reloaded with the config (see [`Reloadable`]). It must not hold the
-    /// `Control` itself (a cycle would keep the agent alive).
-    pub fn add_reloadable(&self, name: &'static str, reload: Reloadable) {
-        lock(&self.reloadables).push((name, reload));
     }
 
     /// The config in force.
@@ -174,7 +145,7 @@ impl Control {
     /// Reads the config file again and applies it; logs and counts the outcome.
     pub async fn reload(&self, trigger: &str) -> ReloadOutcome {
         let _one = self.reloading.lock().await;
-        let source = lock(&self.source).clone();
+        let source = self.hooks.config_source();
         let outcome = match source {
             None => ReloadOutcome::rejected(
                 "there is no config file to reload: this agent runs with built-in settings and flags (osprey up); restart it to change them"
@@ -230,16 +201,12 @@ impl Control {
             None
         };
         // (`log.level` was checked when the file was loaded.)
-        let log_control = self.log_control();
+        let log_control = self.hooks.log_control();
         // Parts with their own files (TLS, tokens) check and swap them; a refusal stops here.
-        let mut details = Vec::new();
-        let reloadables = lock(&self.reloadables).clone();
-        for (name, reload) in &reloadables {
-            match reload(&effective) {
-                Ok(line) => details.push(format!("{name}: {line}")),
-                Err(e) => return ReloadOutcome::rejected(format!("{name}: {e}")),
-            }
-        }
+        let mut details = match self.hooks.reload_parts(&effective) {
+            Ok(lines) => lines,
+            Err(e) => return ReloadOutcome::rejected(e),
+        };
 
         // 2. Apply.
 

@@ -263,7 +263,7 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<Running> {
     }));
     {
         let listener = listener_state.clone();
-        control.add_reloadable(
+        control.hooks.add_reloadable(
             "listener",
             Arc::new(move |cfg: &AgentConfig| {
                 listener
@@ -373,18 +373,18 @@ fn server_router(
         .route(
             "/-/log-level",
             get(move || async move {
-                let (code, body) = ops::log_level_request(c4.log_control().as_ref(), None);
+                let (code, body) = ops::log_level_request(c4.hooks.log_control().as_ref(), None);
                 text(code, body)
             })
             .post({
                 let c = c5.clone();
                 move |body: String| async move {
-                    let (code, body) = ops::log_level_request(c.log_control().as_ref(), Some(&body));
+                    let (code, body) = ops::log_level_request(c.hooks.log_control().as_ref(), Some(&body));
                     text(code, body)
                 }
             })
             .put(move |body: String| async move {
-                let (code, body) = ops::log_level_request(c5.log_control().as_ref(), Some(&body));
+                let (code, body) = ops::log_level_request(c5.hooks.log_control().as_ref(), Some(&body));
                 text(code, body)
             }),
         )

@@ -24,6 +24,66 @@ pub type ConfigSource<C> = Arc<dyn Fn() -> Result<C, String> + Send + Sync>;
 /// logging setup.
 pub type LogControl = Arc<dyn Fn(Option<&str>) -> Result<String, String> + Send + Sync>;
 
+/// A part reloaded with the config that owns files of its own (TLS certificates, token files):
+/// it gets the config in force, re-reads and checks what it owns, swaps it in, and returns a
+/// line for the answer, or why it refuses (which rejects the reload before anything else of it
+/// is applied).
+pub type Reloadable<C> = Arc<dyn Fn(&C) -> Result<String, String> + Send + Sync>;
+
+/// What a reload of either role hooks into, installed after start: where the config file is
+/// read from (the binary's `--config`), how the log filter changes, and the [`Reloadable`]
+/// parts. A reloadable must not hold its role's state strongly (a cycle would keep the stores
+/// or the agent alive at shutdown): capture the part itself, or a `Weak`.
+pub struct ReloadHooks<C> {
+    source: Mutex<Option<ConfigSource<C>>>,
+    log: Mutex<Option<LogControl>>,
+    parts: Mutex<Vec<(&'static str, Reloadable<C>)>>,
+}
+
+impl<C> Default for ReloadHooks<C> {
+    fn default() -> Self {
+        ReloadHooks { source: Mutex::new(None), log: Mutex::new(None), parts: Mutex::new(Vec::new()) }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<C> ReloadHooks<C> {
+    /// Where reloads read the config from. Without one, a reload is refused with a message.
+    pub fn set_config_source(&self, source: ConfigSource<C>) {
+        *lock(&self.source) = Some(source);
+    }
+
+    pub fn config_source(&self) -> Option<ConfigSource<C>> {
+        lock(&self.source).clone()
+    }
+
+    /// How `/-/log-level` and `log.level` reloads change the log filter.
+    pub fn set_log_control(&self, control: LogControl) {
+        *lock(&self.log) = Some(control);
+    }
+
+    pub fn log_control(&self) -> Option<LogControl> {
+        lock(&self.log).clone()
+    }
+
+    pub fn add_reloadable(&self, name: &'static str, reload: Reloadable<C>) {
+        lock(&self.parts).push((name, reload));
+    }
+
+    /// Runs every reloadable part on `cfg` in the order they were added: their answer lines
+    /// (`name: line`), or the first refusal (`name: why`).
+    pub fn reload_parts(&self, cfg: &C) -> Result<Vec<String>, String> {
+        let parts = lock(&self.parts).clone();
+        parts
+            .iter()
+            .map(|(name, reload)| reload(cfg).map(|line| format!("{name}: {line}")).map_err(|e| format!("{name}: {e}")))
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,

@@ -12,68 +12,36 @@
 //! started process's restart keys.
 //!
 //! TLS certificates and bearer tokens are reloaded by their own `reload()` functions (the
-//! security side); [`Ops::add_reloadable`] is where they plug in, so one SIGHUP or
+//! security side); `Ops::hooks` ([`ReloadHooks::add_reloadable`]) is where they plug in, so one SIGHUP or
 //! `/-/reload` reloads everything and a failure of any part rejects the reload.
 
 use crate::State;
-use osprey_agent::ops::{Check, ConfigSource, HealthReport, LogControl, ReloadMetrics, ReloadOutcome, Status};
+use osprey_agent::ops::{Check, HealthReport, ReloadHooks, ReloadMetrics, ReloadOutcome, Status};
 use osprey_config::CollectorConfig;
 use osprey_config::ops::{COLLECTOR_RESTART_KEYS, ReloadPlan};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// Something else reloaded with the config (TLS certificates, the token table): it gets the
-/// new config, re-reads what it owns, and returns a line for the answer or why it refuses.
-pub type Reloadable = Arc<dyn Fn(&CollectorConfig) -> Result<String, String> + Send + Sync>;
+use std::sync::Arc;
 
 /// Reload and lifecycle state shared by the handlers.
 pub struct Ops {
     pub metrics: ReloadMetrics,
-    source: Mutex<Option<ConfigSource<CollectorConfig>>>,
-    log: Mutex<Option<LogControl>>,
-    reloadables: Mutex<Vec<(&'static str, Reloadable)>>,
+    /// The config file, the log filter and the security parts (TLS files, tokens, `[limits]`).
+    pub hooks: ReloadHooks<CollectorConfig>,
     reloading: tokio::sync::Mutex<()>,
     stopping: AtomicBool,
     /// Turns true with `stopping`, for long-lived answers (tails) that must end on their own.
     stop_signal: tokio::sync::watch::Sender<bool>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Ops {
     pub fn new(metrics: ReloadMetrics) -> Ops {
         Ops {
             metrics,
-            source: Mutex::new(None),
-            log: Mutex::new(None),
-            reloadables: Mutex::new(Vec::new()),
+            hooks: ReloadHooks::default(),
             reloading: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
             stop_signal: tokio::sync::watch::channel(false).0,
         }
-    }
-
-    /// Where reloads read the config from (the binary's `--config` file).
-    pub fn set_config_source(&self, source: ConfigSource<CollectorConfig>) {
-        *lock(&self.source) = Some(source);
-    }
-
-    pub fn set_log_control(&self, control: LogControl) {
-        *lock(&self.log) = Some(control);
-    }
-
-    pub fn log_control(&self) -> Option<LogControl> {
-        lock(&self.log).clone()
-    }
-
-    /// Registers a part reloaded with the config, e.g. the TLS acceptor's or the token table's
-    /// `reload()`: `ops.add_reloadable("tls", Arc::new(move |cfg| acceptor.reload(cfg)...))`.
-    /// It must not hold the `State` strongly (a cycle would keep the stores open at shutdown):
-    /// capture the part itself, or a `Weak<State>`.
-    pub fn add_reloadable(&self, name: &'static str, reload: Reloadable) {
-        lock(&self.reloadables).push((name, reload));
     }
 
     /// Shutdown began: `/ready` says so (load balancers stop sending), reloads are refused.
@@ -127,7 +95,7 @@ pub fn health(state: &State) -> HealthReport {
 /// Reads the config file again and applies it; logs and counts the outcome.
 pub async fn reload(state: &Arc<State>, trigger: &str) -> ReloadOutcome {
     let _one = state.ops.reloading.lock().await;
-    let source = lock(&state.ops.source).clone();
+    let source = state.ops.hooks.config_source();
     let outcome = match source {
         None => ReloadOutcome::rejected(
             "there is no config file to reload: this collector runs with built-in settings and flags (osprey up); restart it to change them"
@@ -165,15 +133,11 @@ pub async fn apply(state: &Arc<State>, new: CollectorConfig) -> ReloadOutcome {
     let old = state.cfg();
     let plan = ReloadPlan::new(&*old, &new, COLLECTOR_RESTART_KEYS);
     let effective = in_force(&old, new);
-    let mut details = Vec::new();
     // Parts with their own files (TLS, tokens) first: a refusal there leaves everything as it was.
-    let reloadables = lock(&state.ops.reloadables).clone();
-    for (name, reload) in &reloadables {
-        match reload(&effective) {
-            Ok(line) => details.push(format!("{name}: {line}")),
-            Err(e) => return ReloadOutcome::rejected(format!("{name}: {e}")),
-        }
-    }
+    let mut details = match state.ops.hooks.reload_parts(&effective) {
+        Ok(lines) => lines,
+        Err(e) => return ReloadOutcome::rejected(e),
+    };
     state.logs.apply_config(&effective.logs);
     state.metrics.apply_config(&effective.metrics);
     resize_query_slots(state, old.logs.max_concurrent_queries, effective.logs.max_concurrent_queries);
@@ -181,7 +145,7 @@ pub async fn apply(state: &Arc<State>, new: CollectorConfig) -> ReloadOutcome {
         details.push("log retention: applied at the next maintenance pass".into());
     }
     if old.log.level != effective.log.level
-        && let Some(control) = state.ops.log_control()
+        && let Some(control) = state.ops.hooks.log_control()
     {
         match control(Some(&effective.log.level)) {
             Ok(now) => details.push(format!("log level: {now}")),

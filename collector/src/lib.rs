@@ -255,7 +255,7 @@ async fn open(cfg: CollectorConfig, front: &http::Front, listener: ListenerParts
     // TLS files and tokens reload with the rest of the config (SIGHUP, POST /-/reload). Weak:
     // the stores must close when the server lets go of them.
     let weak = Arc::downgrade(&state);
-    state.ops.add_reloadable(
+    state.ops.hooks.add_reloadable(
         "security",
         Arc::new(move |cfg: &CollectorConfig| {
             let state = weak.upgrade().ok_or_else(|| "the collector has stopped".to_string())?;

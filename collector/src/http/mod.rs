@@ -88,13 +88,13 @@ async fn reload(axum::extract::State(state): axum::extract::State<AppState>) -> 
 
 /// `GET /-/log-level`: the filter in force.
 async fn log_level(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let (code, body) = osprey_agent::ops::log_level_request(state.ops.log_control().as_ref(), None);
+    let (code, body) = osprey_agent::ops::log_level_request(state.ops.hooks.log_control().as_ref(), None);
     osprey_agent::ops::text(code, body)
 }
 
 /// `POST|PUT /-/log-level` with directives (`info,osprey_collector::logs=debug`) as the body.
 async fn set_log_level(axum::extract::State(state): axum::extract::State<AppState>, body: String) -> Response {
-    let (code, body) = osprey_agent::ops::log_level_request(state.ops.log_control().as_ref(), Some(&body));
+    let (code, body) = osprey_agent::ops::log_level_request(state.ops.hooks.log_control().as_ref(), Some(&body));
     osprey_agent::ops::text(code, body)
 }
 
