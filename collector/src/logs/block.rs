@@ -428,32 +428,94 @@ impl<'a> Columns<'a> {
         Ok(Columns { skeleton, short, long, starts })
     }
 
-    fn line(col: &'a [u8], starts: &[u32], i: usize) -> &'a [u8] {
-        &col[starts[i] as usize..starts[i + 1] as usize - 1]
-    }
-
     /// Appends line `i`, its numbers put back in place, to `out`.
     fn rebuild(&self, i: usize, out: &mut Vec<u8>) -> Result<(), BlockError> {
-        let mut rest = Self::line(self.skeleton, &self.starts[0], i);
-        let mut short = Self::line(self.short, &self.starts[1], i);
-        let mut long = Self::line(self.long, &self.starts[2], i);
-        while let Some(p) = memchr::memchr2(PH_SHORT, PH_LONG, rest) {
-            out.extend_from_slice(&rest[..p]);
-            let col = if rest[p] == PH_SHORT { &mut short } else { &mut long };
-            let end = memchr::memchr(b' ', col).unwrap_or(col.len());
-            if end == 0 {
-                return malformed("a number of the skeleton is missing from its column");
-            }
-            out.extend_from_slice(&col[..end]);
-            *col = col.get(end + 1..).unwrap_or(&[]);
-            rest = &rest[p + 1..];
-        }
-        out.extend_from_slice(rest);
-        if !short.is_empty() || !long.is_empty() {
-            return malformed("a number column has more numbers than the skeleton");
-        }
-        Ok(())
+        let span = |col: &'a [u8], starts: &[u32]| &col[starts[i] as usize..starts[i + 1] as usize];
+        let mut cursors =
+            [span(self.skeleton, &self.starts[0]), span(self.short, &self.starts[1]), span(self.long, &self.starts[2])];
+        rebuild_next(&mut cursors, out)
     }
+}
+
+/// Whether a skeleton byte ends a run of verbatim text: a placeholder or the line's end.
+const fn special_bytes() -> [bool; 256] {
+    let mut t = [false; 256];
+    t[PH_SHORT as usize] = true;
+    t[PH_LONG as usize] = true;
+    t[b'\n' as usize] = true;
+    t
+}
+static SPECIAL: [bool; 256] = special_bytes();
+
+/// Rebuilds the next line from `[skeleton, short, long]` cursors (each at the start of that
+/// line's `\n`-terminated entry in its column), appends it to `out` without its `\n`, and moves
+/// every cursor past the line. Runs are short (a few digits, a few words between placeholders),
+/// so plain loops beat `memchr`'s per-call setup here.
+fn rebuild_next(cursors: &mut [&[u8]; 3], out: &mut Vec<u8>) -> Result<(), BlockError> {
+    let [skeleton, short, long] = cursors;
+    let sk: &[u8] = skeleton;
+    let mut at = 0;
+    loop {
+        let start = at;
+        while at < sk.len() && !SPECIAL[sk[at] as usize] {
+            at += 1;
+        }
+        out.extend_from_slice(&sk[start..at]);
+        let Some(&ph) = sk.get(at) else {
+            return malformed("the skeleton has fewer lines than the block has entries");
+        };
+        at += 1;
+        if ph == b'\n' {
+            break;
+        }
+        let col: &mut &[u8] = if ph == PH_SHORT { short } else { long };
+        let digits = col.iter().position(|b| !b.is_ascii_digit()).unwrap_or(col.len());
+        if digits == 0 {
+            return malformed("a number of the skeleton is missing from its column");
+        }
+        out.extend_from_slice(&col[..digits]);
+        // A space separates the numbers of one line; the line's `\n` is checked at its end.
+        *col = match col.get(digits) {
+            Some(b' ') => &col[digits + 1..],
+            _ => &col[digits..],
+        };
+    }
+    *skeleton = &sk[at..];
+    for col in [short, long] {
+        match col.split_first() {
+            Some((b'\n', rest)) => *col = rest,
+            _ => return malformed("a number column does not match the skeleton"),
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds every line of a skeleton block into `text`, recording each line's `(start, end)`,
+/// with a `\n` after each line when `terminate` (a sequential pass: no per-line offsets needed).
+fn rebuild_all(
+    skeleton: &[u8],
+    short: &[u8],
+    long: &[u8],
+    n: usize,
+    terminate: bool,
+    text: &mut Vec<u8>,
+    lines: &mut Vec<(u32, u32)>,
+) -> Result<(), BlockError> {
+    text.reserve(skeleton.len() + short.len() + long.len());
+    lines.reserve(n);
+    let mut cursors = [skeleton, short, long];
+    for _ in 0..n {
+        let a = text.len();
+        rebuild_next(&mut cursors, text)?;
+        lines.push((a as u32, text.len() as u32));
+        if terminate {
+            text.push(b'\n');
+        }
+    }
+    if cursors.iter().any(|c| !c.is_empty()) {
+        return malformed("a column has more lines than the block has entries");
+    }
+    Ok(())
 }
 
 /// Indexes of the lines of a `\n`-terminated column holding `f` (each line once, ascending).
@@ -561,15 +623,9 @@ impl DecodedBlock {
                 let short = decompressed(data[1], raw[1], true)?;
                 let long = decompressed(data[2], raw[2], true)?;
                 let n = h.ts.len();
-                let cols = Columns::new(&buf[h.body..], &short, &long, n)?;
-                let mut text = Vec::with_capacity(buf.len() - h.body + short.len() + long.len());
-                let mut lines = Vec::with_capacity(n);
-                for i in 0..n {
-                    let a = text.len();
-                    cols.rebuild(i, &mut text)?;
-                    lines.push((a as u32, text.len() as u32));
-                    text.push(b'\n');
-                }
+                let mut text = Vec::new();
+                let mut lines = Vec::new();
+                rebuild_all(&buf[h.body..], &short, &long, n, true, &mut text, &mut lines)?;
                 let text = String::from_utf8(text).or(malformed("lines are not UTF-8"))?;
                 let mut buf = buf;
                 buf.truncate(h.body);
@@ -589,7 +645,10 @@ impl DecodedBlock {
             LAYOUT_LENGTHS => {
                 let mut at = 0usize;
                 for &len in &h.lens {
-                    let end = at.checked_add(len).filter(|&e| e <= text.len()).ok_or(BlockError::Malformed("line past end"))?;
+                    let end = at
+                        .checked_add(len)
+                        .filter(|&e| e <= text.len())
+                        .ok_or(BlockError::Malformed("line past end"))?;
                     lines.push((at as u32, end as u32));
                     at = end;
                 }
@@ -701,6 +760,16 @@ impl DecodedBlock {
         let n = h.ts.len();
         let lo = h.ts.partition_point(|&t| t < start_ns);
         let hi = h.ts.partition_point(|&t| t < end_ns);
+        let Some(candidates) = candidates else {
+            // No hint: every line in range, rebuilt in one sequential pass.
+            let mut text = Vec::new();
+            let mut lines = Vec::new();
+            rebuild_all(&buf[h.body..], &short, &long, n, false, &mut text, &mut lines)?;
+            let text = String::from_utf8(text).or(malformed("lines are not UTF-8"))?;
+            let mut buf = buf;
+            buf.truncate(h.body);
+            return Ok((Self::from_header(buf, h, text, lines), (lo as u32..hi as u32).collect()));
+        };
         let cols = Columns::new(&buf[h.body..], &short, &long, n)?;
         let mut text = Vec::new();
         let mut lines = vec![(0u32, 0u32); n];
@@ -716,10 +785,7 @@ impl DecodedBlock {
             }
             Ok(())
         };
-        match candidates {
-            None => (lo..hi).try_for_each(&mut each)?,
-            Some(c) => c.iter().map(|&i| i as usize).filter(|i| (lo..hi).contains(i)).try_for_each(&mut each)?,
-        }
+        candidates.iter().map(|&i| i as usize).filter(|i| (lo..hi).contains(i)).try_for_each(&mut each)?;
         let text = String::from_utf8(text).or(malformed("lines are not UTF-8"))?;
         let mut buf = buf;
         buf.truncate(h.body);
@@ -916,9 +982,7 @@ mod tests {
                 let want: Vec<u32> = lines
                     .iter()
                     .enumerate()
-                    .filter(|(i, l)| {
-                        (start..end).contains(&(*i as i64 * 10)) && hints.iter().all(|h| l.contains(h))
-                    })
+                    .filter(|(i, l)| (start..end).contains(&(*i as i64 * 10)) && hints.iter().all(|h| l.contains(h)))
                     .map(|(i, _)| i as u32)
                     .collect();
                 assert_eq!(got, want, "{hints:?} in [{start}, {end})");
@@ -941,6 +1005,55 @@ mod tests {
         for cut in 0..out.len() {
             let _ = DecodedBlock::decode(&out[..cut], n);
             let _ = DecodedBlock::decode_timestamps(&out[..cut], n);
+        }
+    }
+
+    /// A skeleton block from hand-made columns (header: `n` entries at ts 0, no metadata).
+    fn split_block(n: u8, skeleton: &[u8], short: &[u8], long: &[u8]) -> (Vec<u8>, usize) {
+        let mut head = vec![n, 0];
+        head.extend(std::iter::repeat_n(0, usize::from(n.saturating_sub(1))));
+        head.extend_from_slice(&[LAYOUT_SKELETON, 0]);
+        head.extend_from_slice(skeleton);
+        let frames: Vec<Vec<u8>> =
+            [&head[..], short, long].iter().map(|c| zstd::bulk::compress(c, 1).unwrap()).collect();
+        let mut out = vec![KIND_SPLIT];
+        for v in [head.len(), short.len(), long.len(), frames[0].len(), frames[1].len()] {
+            put_varint(&mut out, v as u64);
+        }
+        frames.iter().for_each(|f| out.extend_from_slice(f));
+        (out, head.len() + short.len() + long.len())
+    }
+
+    /// Columns that disagree with the skeleton are errors on every read path, never panics or
+    /// made-up lines.
+    #[test]
+    fn inconsistent_columns_are_errors() {
+        let (ok, n) = split_block(2, b"a \x01 b \x02\nc\n", b"12\n\n", b"1234567\n\n");
+        let d = DecodedBlock::decode(&ok, n).unwrap();
+        assert_eq!((d.line(0), d.line(1)), ("a 12 b 1234567", "c"));
+        let plans: Vec<Vec<Vec<u8>>> =
+            vec![vec![], vec![b"b 1".to_vec()], vec![b"12".to_vec()], vec![b"1234567".to_vec()]];
+        let bad: &[(u8, &[u8], &[u8], &[u8])] = &[
+            (2, b"a \x01 b \x02\nc\n", b"\n\n", b"1234567\n\n"), // number missing
+            (2, b"a \x01 b \x02\nc\n", b"12 13\n\n", b"1234567\n\n"), // one number too many
+            (2, b"a \x01 b \x02\nc\n", b"12\n", b"1234567\n\n"), // a line short
+            (2, b"a \x01 b \x02\nc\n", b"12\n\n\n", b"1234567\n\n"), // a line too many
+            (2, b"a \x01 b \x02\nc\n", b"1x\n\n", b"1234567\n\n"), // not a number
+            (2, b"a \x01 b \x02\nc\n", b"12  \n\n", b"1234567\n\n"), // empty number
+            (3, b"a \x01 b \x02\nc\n", b"12\n\n", b"1234567\n\n"), // fewer lines than entries
+            (1, b"a \x01 b \x02\nc\n", b"12\n\n", b"1234567\n\n"), // more lines than entries
+            (2, b"a \x01 b \x02\nc", b"12\n\n", b"1234567\n\n"), // unterminated skeleton
+        ];
+        for (k, (entries, sk, short, long)) in bad.iter().enumerate() {
+            let (block, n) = split_block(*entries, sk, short, long);
+            assert!(DecodedBlock::decode(&block, n).is_err(), "case {k}: decode");
+            for hints in &plans {
+                let plan = SearchPlan::new(hints);
+                assert!(
+                    DecodedBlock::decode_matching(&block, n, i64::MIN, i64::MAX, &plan).is_err(),
+                    "case {k}: {hints:?}"
+                );
+            }
         }
     }
 
