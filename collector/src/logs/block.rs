@@ -161,7 +161,6 @@ impl BlockEncoder {
             return Err(std::io::Error::other("no zstd compression context"));
         };
         out.clear();
-        let raw_total;
         match layout {
             LAYOUT_LENGTHS => raw.extend_from_slice(&self.lines),
             LAYOUT_TERMINATED => {
@@ -178,7 +177,7 @@ impl BlockEncoder {
                 split_numbers(&self.lines, &self.lens, raw, &mut self.short, &mut self.long);
             }
         }
-        if layout == LAYOUT_SKELETON {
+        let raw_total = if layout == LAYOUT_SKELETON {
             for (src, dst) in [&*raw, &self.short, &self.long].into_iter().zip(self.frames.iter_mut()) {
                 dst.clear();
                 dst.reserve(zstd::zstd_safe::compress_bound(src.len()));
@@ -191,12 +190,12 @@ impl BlockEncoder {
             for f in &self.frames {
                 out.extend_from_slice(f);
             }
-            raw_total = raw.len() + self.short.len() + self.long.len();
+            raw.len() + self.short.len() + self.long.len()
         } else {
             out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
             compressor.compress_to_buffer(raw.as_slice(), out)?;
-            raw_total = raw.len();
-        }
+            raw.len()
+        };
         self.ts.clear();
         self.lens.clear();
         self.lines.clear();
@@ -897,7 +896,12 @@ impl DecodedBlock {
 mod tests {
     use super::*;
 
-    fn encode(entries: &[(i64, &str, &[(&str, &str)])]) -> (Vec<u8>, usize) {
+    /// `(timestamp, line, metadata)`.
+    type TestEntry<'a> = (i64, &'a str, &'a [(&'a str, &'a str)]);
+    /// `(entries, skeleton, short column, long column)`.
+    type BadBlock<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+    fn encode(entries: &[TestEntry<'_>]) -> (Vec<u8>, usize) {
         let mut enc = BlockEncoder::default();
         for (ts, line, meta) in entries {
             enc.push(*ts, line, meta);
@@ -969,8 +973,7 @@ mod tests {
             "12345678901234567890",
             "a1b2c3 x",
         ];
-        let entries: Vec<(i64, &str, &[(&str, &str)])> =
-            lines.iter().enumerate().map(|(i, l)| (i as i64 * 10, *l, &[][..])).collect();
+        let entries: Vec<TestEntry<'_>> = lines.iter().enumerate().map(|(i, l)| (i as i64 * 10, *l, &[][..])).collect();
         let (out, n) = encode(&entries);
         assert_eq!(out[0], KIND_SPLIT);
         let hints_cases: &[&[&str]] = &[
@@ -1072,7 +1075,7 @@ mod tests {
         assert_eq!((d.line(0), d.line(1)), ("a 12 b 1234567", "c"));
         let plans: Vec<Vec<Vec<u8>>> =
             vec![vec![], vec![b"b 1".to_vec()], vec![b"12".to_vec()], vec![b"1234567".to_vec()]];
-        let bad: &[(u8, &[u8], &[u8], &[u8])] = &[
+        let bad: &[BadBlock<'_>] = &[
             (2, b"a \x01 b \x02\nc\n", b"\n\n", b"1234567\n\n"), // number missing
             (2, b"a \x01 b \x02\nc\n", b"12 13\n\n", b"1234567\n\n"), // one number too many
             (2, b"a \x01 b \x02\nc\n", b"12\n", b"1234567\n\n"), // a line short
@@ -1119,7 +1122,7 @@ mod tests {
                 let k = at % lines.len();
                 lines[k].push_str(byte);
             }
-            let entries: Vec<(i64, &str, &[(&str, &str)])> =
+            let entries: Vec<TestEntry<'_>> =
                 lines.iter().enumerate().map(|(i, l)| (i as i64, l.as_str(), &[][..])).collect();
             let (out, n) = encode(&entries);
             proptest::prop_assert_eq!(out[0] == KIND_SPLIT, odd.is_none());
