@@ -77,10 +77,20 @@ fn dataset(rng: &mut StdRng) -> Vec<Row> {
             let n = rng.random_range(1..8);
             let line: Vec<&str> = (0..n).map(|_| words[rng.random_range(0..words.len())]).collect();
             let meta = if i % 7 == 0 { vec![("trace_id".to_string(), format!("t{i}"))] } else { vec![] };
+            let mut line = format!("{} {}", line.join(" "), rng.random_range(0..100_000u32));
+            // Long numbers (ids) go to their own column in skeleton blocks; a control byte
+            // that is a skeleton placeholder keeps its block in the plain layout.
+            if i % 3 == 0 {
+                let shift = rng.random_range(0..40);
+                line.push_str(&format!(" id={}", rng.random_range(0..u64::MAX >> shift)));
+            }
+            if s == 5 && i % 97 == 0 {
+                line.push_str(" \u{1}\u{2}");
+            }
             rows.push(Row {
                 labels: format!(r#"{{app="gen{}", env="{}", job="gen"}}"#, s, ["prod", "dev"][s % 2]),
                 ts: base + i as i64 * 13_000_000 - rng.random_range(0..50_000_000i64),
-                line: format!("{} {}", line.join(" "), rng.random_range(0..100_000u32)),
+                line,
                 meta,
             });
         }
@@ -129,14 +139,14 @@ fn scan(store: &LogStore, selector: &str, start: i64, end: i64, hints: &[String]
     let mut out = Vec::new();
     store
         .scan(&req, &mut |labels, e| {
-            if hints.iter().all(|h| e.line.contains(h.as_str())) {
-                out.push(Row {
-                    labels: osprey_protocol::loki_labels::format(labels),
-                    ts: e.ts_ns,
-                    line: e.line.to_string(),
-                    meta: e.metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                });
-            }
+            // The contract: only lines holding every hint are visited.
+            assert!(hints.iter().all(|h| e.line.contains(h.as_str())), "{:?} visited for {hints:?}", e.line);
+            out.push(Row {
+                labels: osprey_protocol::loki_labels::format(labels),
+                ts: e.ts_ns,
+                line: e.line.to_string(),
+                meta: e.metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            });
             ControlFlow::Continue(())
         })
         .unwrap();
@@ -188,9 +198,20 @@ fn check(store: &LogStore, rows: &[Row], rng: &mut StdRng, rounds: usize, phase:
         let mut hints = Vec::new();
         for _ in 0..rng.random_range(0..3) {
             let line = &rows[rng.random_range(0..rows.len())].line;
-            let hint = match rng.random_range(0..4) {
+            let hint = match rng.random_range(0..5) {
                 0 => "zzqx-not-there".to_string(),
                 1 => line.split_whitespace().nth(rng.random_range(0..4)).unwrap_or("").to_string(),
+                2 => {
+                    // Digits only: part of one number of the line (or a number not there).
+                    let runs: Vec<&str> = line.split(|c: char| !c.is_ascii_digit()).filter(|r| !r.is_empty()).collect();
+                    match runs.get(rng.random_range(0..runs.len() + 1)) {
+                        Some(run) => {
+                            let a = rng.random_range(0..run.len());
+                            run[a..rng.random_range(a + 1..=run.len())].to_string()
+                        }
+                        None => "98765432109876".to_string(),
+                    }
+                }
                 _ => {
                     let chars: Vec<char> = line.chars().collect();
                     if chars.is_empty() {

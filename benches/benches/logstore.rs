@@ -42,8 +42,7 @@ fn blocks(c: &mut Criterion) {
     for (i, l) in lines.iter().enumerate() {
         enc.push(i as i64, l, &[]);
     }
-    enc.finish(3, &mut raw, &mut out).expect("encode");
-    let raw_len = raw.len();
+    let raw_len = enc.finish(3, &mut raw, &mut out).expect("encode");
     g.bench_function("decode", |b| b.iter(|| DecodedBlock::decode(black_box(&out), raw_len).expect("decode").len()));
     g.bench_function("filters_build", |b| {
         b.iter(|| {

@@ -13,7 +13,7 @@
 //! sits in one immutable [`State`] snapshot that is replaced atomically, so a scan sees each
 //! line exactly once however flushes and merges interleave with it.
 
-use super::block::DecodedBlock;
+use super::block::{DecodedBlock, SearchPlan};
 use super::filter::Probe;
 use super::head::{Head, StreamSnapshot};
 use super::index::TenantIndex;
@@ -569,11 +569,8 @@ impl LogStore {
             sources.extend(heads);
         }
         let ids_set: HashSet<u32> = ids.iter().copied().collect();
-        // Longest first: the rarest needle drives the search of each block's text.
-        let mut hints: Vec<&Vec<u8>> = req.line_hints.iter().filter(|h| !h.is_empty()).collect();
-        hints.sort_by_key(|h| std::cmp::Reverse(h.len()));
-        let finders: Vec<memchr::memmem::Finder<'_>> = hints.iter().map(memchr::memmem::Finder::new).collect();
-        let ctx = Ctx { req, ids: &ids_set, labels: &labels, finders: &finders };
+        let plan = SearchPlan::new(&req.line_hints);
+        let ctx = Ctx { req, ids: &ids_set, labels: &labels, plan: &plan };
         let result = scan_sources(&ctx, &sources, &mut stats, visit);
         self.inner.metrics.blocks_read.inc_by(stats.blocks_read);
         result.map(|()| stats)
@@ -727,8 +724,8 @@ impl LogStore {
                 }
                 let inside = b.min_ts >= start_ns && b.max_ts < end_ns;
                 if exact && !inside {
-                    let d = lp.part.read_block(i, &mut buf)?;
-                    if !d.timestamps().iter().any(|t| (start_ns..end_ns).contains(t)) {
+                    let ts = lp.part.read_timestamps(i, &mut buf)?;
+                    if !ts.iter().any(|t| (start_ns..end_ns).contains(t)) {
                         continue;
                     }
                 }
@@ -859,21 +856,15 @@ struct Ctx<'a> {
     req: &'a ScanRequest,
     ids: &'a HashSet<u32>,
     labels: &'a [Option<SharedLabels>],
-    /// The non-empty line hints, longest first.
-    finders: &'a [memchr::memmem::Finder<'a>],
+    /// How blocks are searched for the line hints.
+    plan: &'a SearchPlan<'a>,
 }
 
 /// A decoded block and the indexes of its lines to visit (in range, containing every hint).
 type Prepared = (DecodedBlock, Vec<u32>);
 
 fn prepare(ctx: &Ctx<'_>, part: &LivePart, block: usize, buf: &mut Vec<u8>) -> Result<Prepared, StoreError> {
-    let d = part.part.read_block(block, buf)?;
-    let ts = d.timestamps();
-    // Time-sorted: binary search the range.
-    let lo = ts.partition_point(|&t| t < ctx.req.start_ns);
-    let hi = ts.partition_point(|&t| t < ctx.req.end_ns);
-    let lines = d.lines_containing(lo, hi, ctx.finders);
-    Ok((d, lines))
+    Ok(part.part.read_matching(block, buf, ctx.req.start_ns, ctx.req.end_ns, ctx.plan)?)
 }
 
 /// Visits `sources` in order; blocks are decompressed and searched for the line hints by
@@ -1032,7 +1023,7 @@ fn visit_head(
                 continue;
             }
             let line = sh.line(i);
-            if !ctx.finders.iter().all(|f| f.find(line.as_bytes()).is_some()) {
+            if !ctx.plan.admits(line.as_bytes()) {
                 continue;
             }
             let e = record::Entry { ts_ns: ts, line, metadata: sh.metadata(i) };
