@@ -236,12 +236,14 @@ impl Checkpointer {
                     if self.releasing.get(&p.id).is_some_and(|end| p.offset >= *end) {
                         self.releasing.remove(&p.id);
                         self.records.remove(&p.id);
+                        self.json.remove(&p.id);
                     }
                 }
             }
             Msg::Release { id, end } => {
                 if self.records.get(&id).is_none_or(|r| r.offset >= end) {
                     self.records.remove(&id);
+                    self.json.remove(&id);
                 } else {
                     self.releasing.insert(id, end);
                 }
@@ -253,7 +255,6 @@ impl Checkpointer {
     /// The store's body: the same JSON as serializing [`Body`], assembled from each record's
     /// cached JSON (serialized again only if it changed).
     fn body_json(&mut self) -> Vec<u8> {
-        self.json.retain(|id, _| self.records.contains_key(id));
         for id in std::mem::take(&mut self.changed) {
             if let Some(r) = self.records.get(&id) {
                 self.json.insert(id, serde_json::to_vec(r).unwrap_or_default());

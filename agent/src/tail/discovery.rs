@@ -181,8 +181,8 @@ impl Discovery {
             return hints;
         };
         if !timeout.is_zero() {
-            let ts = rustix::event::Timespec::try_from(timeout)
-                .unwrap_or(rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 });
+            let ts =
+                rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 });
             let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
             match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(0) => return hints,
@@ -243,7 +243,11 @@ impl Discovery {
                 None => dir.clone(),
             };
             if structural {
-                let changed = if ev.file_name().is_some() { dir.clone() } else { path.parent().map_or(path.clone(), Path::to_path_buf) };
+                let changed = if ev.file_name().is_some() {
+                    dir.clone()
+                } else {
+                    path.parent().map_or(path.clone(), Path::to_path_buf)
+                };
                 for d in [changed, path.clone()] {
                     if self.dirs.contains_key(&d) && self.dirty.insert(d.clone()) {
                         hints.dirs.push(d);

@@ -339,6 +339,9 @@ struct Tracked {
     quiet_polls: u32,
     /// Its size when it is deleted but still open (disk space it holds), else 0.
     deleted_size: u64,
+    /// Bytes read not yet added to its `file_bytes_read` series: per-file series are updated
+    /// by the poll (a label lookup per read was a tenth of the CPU with 100 active files).
+    unreported: u64,
 }
 
 impl Tracked {
@@ -846,6 +849,7 @@ impl Tailer {
             last_ts: 0,
             quiet_polls: 0,
             deleted_size: 0,
+            unreported: 0,
         };
         self.open += 1;
         if meta.len() > start {
@@ -1194,12 +1198,8 @@ impl Tailer {
                 self.hot.insert(id);
             }
             let lag = size.saturating_sub(t.read_offset);
-            if size != t.size || lag != 0 {
-                self.telemetry
-                    .tail
-                    .file_lag_bytes
-                    .get_or_create(&FileLabels { path: t.path.display().to_string() })
-                    .set(lag as i64);
+            if size != t.size || lag != 0 || t.unreported > 0 {
+                Self::report(&self.telemetry, t, lag);
             }
             t.size = size;
             // Grow a short head digest as the file grows, so identity gets stronger.
@@ -1220,6 +1220,16 @@ impl Tailer {
         }
         let held: u64 = self.files.values().map(|t| t.deleted_size).sum();
         self.telemetry.tail.deleted_bytes_held.set(held as i64);
+    }
+
+    /// Updates a file's `file_lag_bytes` and `file_bytes_read` series.
+    fn report(telemetry: &Telemetry, t: &mut Tracked, lag: u64) {
+        let labels = FileLabels { path: t.path.display().to_string() };
+        telemetry.tail.file_lag_bytes.get_or_create(&labels).set(lag as i64);
+        let read = std::mem::take(&mut t.unreported);
+        if read > 0 {
+            telemetry.tail.file_bytes_read.get_or_create(&labels).inc_by(read);
+        }
     }
 
     /// A closed file whose path now names another file (or none): look for it next to the path.
@@ -1332,7 +1342,9 @@ impl Tailer {
                 (Some(rule), Some(j)) => {
                     j.push(rule, text.into_owned(), line.end, line.truncated, Instant::now(), |e| events.push(e))
                 }
-                _ => events.push(multiline::Event { text: text.into_owned(), end: line.end, truncated: line.truncated }),
+                _ => {
+                    events.push(multiline::Event { text: text.into_owned(), end: line.end, truncated: line.truncated })
+                }
             }
         };
         let mut splitter = std::mem::replace(&mut t.splitter, LineSplitter::new(1));
@@ -1359,8 +1371,12 @@ impl Tailer {
             let m = identity::mark(f, end).unwrap_or_default();
             self.batch.set_mark(id, m);
         }
-        let Some(t) = self.files.remove(&id) else { return };
+        let Some(mut t) = self.files.remove(&id) else { return };
         let size = t.file.as_ref().and_then(|f| f.metadata().ok()).map_or(t.size, |m| m.len());
+        if t.unreported > 0 {
+            let lag = size.saturating_sub(t.read_offset);
+            Self::report(&self.telemetry, &mut t, lag);
+        }
         let unread = size.saturating_sub(t.read_offset);
         if unread > 0 {
             self.telemetry.tail.bytes_unread.inc_by(unread);
@@ -1520,17 +1536,8 @@ impl Tailer {
             t.last_active = Instant::now();
             t.quiet_polls = 0;
             t.size = size.max(t.read_offset);
-            self.telemetry
-                .tail
-                .file_lag_bytes
-                .get_or_create(&FileLabels { path: t.path.display().to_string() })
-                .set(t.size.saturating_sub(t.read_offset) as i64);
+            t.unreported += total;
             self.telemetry.bytes_read.inc_by(total);
-            self.telemetry
-                .tail
-                .file_bytes_read
-                .get_or_create(&FileLabels { path: t.path.display().to_string() })
-                .inc_by(total);
         }
         match verdict {
             Some(v) => Err(v),
