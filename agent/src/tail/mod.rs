@@ -1489,8 +1489,7 @@ impl Tailer {
         // Bytes before the offset fetched with the first read, to check against `last_bytes`.
         let mut mark_len = (t.read_offset as usize).min(MARK_BYTES);
         let mut verdict = None;
-        loop {
-            let Some(t) = self.files.get_mut(&id) else { break };
+        while let Some(t) = self.files.get_mut(&id) {
             let want = chunk.min(left).min((size - t.read_offset) as usize);
             if want == 0 {
                 hit_budget = t.read_offset < size;
