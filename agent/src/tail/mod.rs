@@ -827,7 +827,7 @@ impl Tailer {
             offset: start,
             mark,
         }));
-        let t = Tracked {
+        let mut t = Tracked {
             id,
             source,
             path: path.to_path_buf(),
@@ -851,6 +851,8 @@ impl Tailer {
             deleted_size: 0,
             unreported: 0,
         };
+        // Its series exist from the start (the poll keeps them current).
+        Self::report(&self.telemetry, &mut t, meta.len().saturating_sub(start));
         self.open += 1;
         if meta.len() > start {
             self.hot.insert(id);
@@ -1227,9 +1229,7 @@ impl Tailer {
         let labels = FileLabels { path: t.path.display().to_string() };
         telemetry.tail.file_lag_bytes.get_or_create(&labels).set(lag as i64);
         let read = std::mem::take(&mut t.unreported);
-        if read > 0 {
-            telemetry.tail.file_bytes_read.get_or_create(&labels).inc_by(read);
-        }
+        telemetry.tail.file_bytes_read.get_or_create(&labels).inc_by(read);
     }
 
     /// A closed file whose path now names another file (or none): look for it next to the path.
