@@ -12,23 +12,107 @@
 use osprey_protocol::prompb::TimeSeries;
 use std::sync::Arc;
 
-/// One log line (or joined multiline event) ready to ship.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Nanoseconds since the epoch: extracted from the line, or the time it was read.
-    pub ts: i64,
-    pub line: String,
-    /// Loki structured metadata (fields parsed from the line that are not labels).
-    pub metadata: Vec<(String, String)>,
-}
-
-/// Lines of one stream (one label set).
+/// Lines of one stream (one label set), already in their wire form.
+///
+/// Each line is encoded as it is read, straight into the stream's buffer, behind room left for
+/// the stream's header: what the Loki sink sends is then these bytes as they are (one stream in
+/// the batch, the common case at full speed) or concatenated (several). No `String` per line,
+/// no second pass over the lines.
 #[derive(Debug, Clone)]
 pub struct StreamLines {
     /// Canonical Loki label text, e.g. `{filename="/var/log/syslog", host="a", job="varlogs"}`.
     pub labels: Arc<str>,
-    /// In read order.
-    pub entries: Vec<Entry>,
+    /// `room` bytes for the header ([`StreamLines::encoded`] writes it), then the stream's
+    /// `entries` (field 2 of `logproto.StreamAdapter`, each with its key and length).
+    buf: Vec<u8>,
+    room: usize,
+    /// Number of entries.
+    pub count: usize,
+}
+
+impl StreamLines {
+    /// An empty stream whose entries go into `buf` (cleared; its capacity is reused).
+    pub fn with_buffer(labels: Arc<str>, mut buf: Vec<u8>) -> Self {
+        let room = crate::sink::loki::stream_header_room(&labels);
+        buf.clear();
+        buf.resize(room, 0);
+        StreamLines { labels, buf, room, count: 0 }
+    }
+
+    /// Appends one line (or joined multiline event): nanoseconds since the epoch, the text, and
+    /// its Loki structured metadata.
+    pub fn push(&mut self, ts: i64, line: &str, metadata: &[(String, String)]) {
+        crate::sink::loki::put_entry(&mut self.buf, ts, line, metadata);
+        self.count += 1;
+    }
+
+    /// Bytes of encoded entries.
+    pub fn entries_len(&self) -> usize {
+        self.buf.len() - self.room
+    }
+
+    /// The stream as field 1 of `logproto.PushRequest` (key, length, labels, entries): the
+    /// header is written into the room left in front of the entries.
+    pub fn encoded(&mut self) -> &[u8] {
+        let entries = self.buf.len() - self.room;
+        let start = crate::sink::loki::put_stream_header(&mut self.buf[..self.room], &self.labels, entries);
+        &self.buf[start..]
+    }
+
+    /// The buffer, for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Byte buffers handed back by the sink once a batch is encoded, for the next batches' streams:
+/// at full speed each 1 MiB batch would otherwise allocate, grow (copying) and fault in fresh
+/// pages. Bounded by the bytes it keeps; beyond that a buffer is simply freed.
+#[derive(Clone)]
+pub struct BufferPool {
+    inner: Arc<std::sync::Mutex<(Vec<Vec<u8>>, usize)>>,
+    max_bytes: usize,
+}
+
+impl BufferPool {
+    pub fn new(max_bytes: usize) -> Self {
+        BufferPool { inner: Arc::default(), max_bytes }
+    }
+
+    /// A buffer from the pool (the largest one), or a new one.
+    pub fn take(&self) -> Vec<u8> {
+        let Ok(mut g) = self.inner.lock() else { return Vec::new() };
+        let (bufs, bytes) = &mut *g;
+        match bufs.pop() {
+            Some(b) => {
+                *bytes -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Keeps `buf` for reuse if it fits in the bound.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        let Ok(mut g) = self.inner.lock() else { return };
+        let (bufs, bytes) = &mut *g;
+        if *bytes + buf.capacity() > self.max_bytes {
+            return;
+        }
+        buf.clear();
+        *bytes += buf.capacity();
+        bufs.push(buf);
+        // Largest last: the next stream most likely needs a big one (one file being read fast).
+        bufs.sort_unstable_by_key(Vec::capacity);
+    }
+
+    /// Bytes of capacity held.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().map_or(0, |g| g.1)
+    }
 }
 
 /// How the receiver answered for a batch.

@@ -152,9 +152,13 @@ impl Output {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sources {
-    /// How often every watched directory and followed file is stat'ed. inotify wakes the tailer
-    /// sooner; this poll is what covers NFS and missed events.
+    /// How often watched directories, active files, files inotify named and files in
+    /// directories inotify cannot watch are stat'ed. inotify wakes the tailer sooner.
     pub poll_interval: Duration,
+    /// How often every followed file is stat'ed, quiet ones in inotify-watched directories
+    /// included: the safety net for lost inotify events and for writes inotify never reports
+    /// (other NFS clients'). Lower it for files on NFS that are written rarely.
+    pub rescan_interval: Duration,
     /// Most log files held open at once. At the limit, idle files are closed (and reopened, with
     /// their identity checked, when they grow); files that cannot get a descriptor wait, and
     /// `osprey_agent_files_open_limit_reached_total` counts it.
@@ -164,7 +168,12 @@ pub struct Sources {
 
 impl Default for Sources {
     fn default() -> Self {
-        Sources { poll_interval: Duration::from_secs(1), max_open_files: 1024, files: vec![FileSource::default()] }
+        Sources {
+            poll_interval: Duration::from_secs(1),
+            rescan_interval: Duration::from_secs(30),
+            max_open_files: 1024,
+            files: vec![FileSource::default()],
+        }
     }
 }
 
@@ -512,6 +521,9 @@ impl Validate for AgentConfig {
         }
         if self.sources.poll_interval.get() < std::time::Duration::from_millis(10) {
             p.push(("sources.poll_interval".into(), "must be at least 10ms".into()));
+        }
+        if self.sources.rescan_interval.get() < std::time::Duration::from_millis(10) {
+            p.push(("sources.rescan_interval".into(), "must be at least 10ms".into()));
         }
         if self.sources.max_open_files == 0 {
             p.push(("sources.max_open_files".into(), "must be greater than 0".into()));

@@ -7,20 +7,37 @@
 //! whatever order the answers come back in.
 
 use super::http::{Delivery, HttpSender};
-use crate::pipeline::{LogBatch, Outcome, Receipt};
+use crate::pipeline::{BufferPool, LogBatch, Outcome, Receipt};
 use bytes::Bytes;
-use osprey_protocol::logproto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
+use osprey_protocol::logproto::Timestamp;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinHandle};
 
-/// Encoding buffers, reused from batch to batch.
-#[derive(Default)]
+/// Encoding buffers and the compressor's tables, reused from batch to batch.
 struct Buffers {
     raw: Vec<u8>,
+    /// Kept at its full length (the compressor's worst case), so it is never zeroed again.
     compressed: Vec<u8>,
-    scratch: Vec<usize>,
+    encoder: snap::raw::Encoder,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Buffers { raw: Vec::new(), compressed: Vec::new(), encoder: snap::raw::Encoder::new() }
+    }
+}
+
+/// Compresses `raw` into one snappy block in `out`, returning its length (0 if snappy refused
+/// it: only inputs over 4 GiB, which batches never are). `out` is only grown, never cleared, so
+/// the same pages are reused and not zeroed for every batch.
+fn compress(encoder: &mut snap::raw::Encoder, raw: &[u8], out: &mut Vec<u8>) -> usize {
+    let max = snap::raw::max_compress_len(raw.len());
+    if out.len() < max {
+        out.resize(max, 0);
+    }
+    encoder.compress(raw, out).unwrap_or(0)
 }
 
 type InFlight = VecDeque<(JoinHandle<(Delivery, Buffers)>, Receipt)>;
@@ -35,11 +52,13 @@ async fn oldest(q: &mut InFlight) -> Result<(Delivery, Buffers), JoinError> {
 
 /// Sends batches from `rx` until the channel closes (the source stopped and everything queued
 /// was sent) or `abort` turns true (retries in progress are then abandoned, unacknowledged).
+/// The batches' stream buffers go back to `streams` once encoded.
 pub async fn run(
     sender: HttpSender,
     mut rx: mpsc::Receiver<LogBatch>,
     abort: watch::Receiver<bool>,
     max_in_flight: usize,
+    streams: BufferPool,
 ) {
     let sender = Arc::new(sender);
     let max_in_flight = max_in_flight.max(1);
@@ -56,7 +75,7 @@ pub async fn run(
                     break;
                 };
                 // Keep the buffers' capacity, but not a one-off giant's.
-                if buffers.raw.capacity() > 64 << 20 {
+                if buffers.raw.capacity() > 64 << 20 || buffers.compressed.len() > 64 << 20 {
                     buffers = Buffers::default();
                 }
                 pool.push(buffers);
@@ -79,17 +98,26 @@ pub async fn run(
                 }
                 let mut buffers = pool.pop().unwrap_or_default();
                 let sender = sender.clone();
+                let streams = streams.clone();
                 let mut abort = abort.clone();
                 let task = tokio::spawn(async move {
                     if batch.is_empty() {
                         // Finishes after the batches before it, like any other.
                         return (Delivery::Delivered, buffers);
                     }
-                    encode_push_request(&batch, &mut buffers.raw, &mut buffers.scratch);
-                    drop(batch);
-                    let mut encoder = snap::raw::Encoder::new();
-                    osprey_protocol::snappy::compress_into(&mut encoder, &buffers.raw, &mut buffers.compressed);
-                    let body = Bytes::copy_from_slice(&buffers.compressed);
+                    let Buffers { raw, compressed, encoder } = &mut buffers;
+                    let n = match batch.streams.as_mut_slice() {
+                        // The stream's buffer already is the request: compressed from there.
+                        [one] => compress(encoder, one.encoded(), compressed),
+                        _ => {
+                            encode_push_request(&mut batch, raw);
+                            compress(encoder, raw, compressed)
+                        }
+                    };
+                    for s in batch.streams {
+                        streams.give(s.into_buffer());
+                    }
+                    let body = Bytes::copy_from_slice(&compressed[..n]);
                     (sender.send(body, &mut abort).await, buffers)
                 });
                 in_flight.push_back((task, receipt));
@@ -100,44 +128,97 @@ pub async fn run(
 
 /// Encodes `batch` as a `logproto.PushRequest` into `out`, exactly as prost would (proto3:
 /// empty strings, zero numbers and a zero hash are omitted; the timestamp message is always
-/// present), without building the intermediate prost structs: the lines are copied once, from
-/// the batch into `out`. `scratch` keeps entry lengths between the two passes.
-pub fn encode_push_request(batch: &LogBatch, out: &mut Vec<u8>, scratch: &mut Vec<usize>) {
+/// present). The entries were encoded when the lines were read ([`put_entry`]), so this only
+/// frames each stream and concatenates them. [`run`] skips even that copy for a batch of one
+/// stream.
+pub fn encode_push_request(batch: &mut LogBatch, out: &mut Vec<u8>) {
     out.clear();
-    out.reserve(batch.bytes + batch.lines * 24 + batch.streams.len() * 128);
-    for s in &batch.streams {
-        scratch.clear();
-        let mut stream_len = string_field_len(&s.labels);
-        for e in &s.entries {
-            let n = entry_len(e);
-            scratch.push(n);
-            stream_len += 1 + varint_len(n as u64) + n;
+    out.reserve(batch.streams.iter().map(|s| s.entries_len() + s.labels.len() + 16).sum());
+    for s in &mut batch.streams {
+        out.extend_from_slice(s.encoded());
+    }
+}
+
+/// Bytes to leave in front of a stream's entries for its header: the key, the length (at most
+/// 5 bytes: batches are far below 4 GiB) and the labels field.
+pub fn stream_header_room(labels: &str) -> usize {
+    1 + 5 + string_field_len(labels)
+}
+
+/// Writes the header of a stream with `entries_len` bytes of entries at the end of `room` (the
+/// room of [`stream_header_room`]); returns where in `room` it starts.
+pub fn put_stream_header(room: &mut [u8], labels: &str, entries_len: usize) -> usize {
+    let mut head = Vec::with_capacity(room.len());
+    put_key(&mut head, 1, LEN);
+    put_varint(&mut head, (string_field_len(labels) + entries_len) as u64);
+    put_string(&mut head, 1, labels);
+    let start = room.len() - head.len();
+    room[start..].copy_from_slice(&head);
+    start
+}
+
+/// Appends one `logproto.EntryAdapter` as field 2 of a `StreamAdapter` (key, length, message)
+/// to `out`: the timestamp, the line, and its structured metadata. Called for every line read:
+/// the keys, lengths and timestamp go out in one copy, then the line in another.
+pub fn put_entry(out: &mut Vec<u8>, ts: i64, line: &str, metadata: &[(String, String)]) {
+    let ts = Timestamp::from_unix_nanos(ts);
+    let t = timestamp_len(ts);
+    let mut n = 1 + varint_len(t as u64) + t + string_field_len(line);
+    for (k, v) in metadata {
+        let m = string_field_len(k) + string_field_len(v);
+        n += 1 + varint_len(m as u64) + m;
+    }
+    // key + length (≤ 10) + key + length + timestamp (≤ 24) + key + line length (≤ 11).
+    let mut head = [0u8; 48];
+    let mut w = Cursor { buf: &mut head, at: 0 };
+    w.key(2, LEN);
+    w.varint(n as u64);
+    w.key(1, LEN);
+    w.varint(t as u64);
+    if ts.seconds != 0 {
+        w.key(1, VARINT);
+        w.varint(ts.seconds as u64);
+    }
+    if ts.nanos != 0 {
+        w.key(2, VARINT);
+        w.varint(i64::from(ts.nanos) as u64);
+    }
+    if !line.is_empty() {
+        w.key(2, LEN);
+        w.varint(line.len() as u64);
+    }
+    let at = w.at;
+    out.reserve(at + n);
+    out.extend_from_slice(&head[..at]);
+    out.extend_from_slice(line.as_bytes());
+    for (k, v) in metadata {
+        put_key(out, 3, LEN);
+        put_varint(out, (string_field_len(k) + string_field_len(v)) as u64);
+        put_string(out, 1, k);
+        put_string(out, 2, v);
+    }
+}
+
+/// Writes keys and varints into a fixed buffer (sized by the caller for the worst case).
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn key(&mut self, field: u8, wire: u8) {
+        self.buf[self.at] = (field << 3) | wire;
+        self.at += 1;
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf[self.at] = (v as u8) | 0x80;
+            self.at += 1;
+            v >>= 7;
         }
-        put_key(out, 1, LEN);
-        put_varint(out, stream_len as u64);
-        put_string(out, 1, &s.labels);
-        for (e, n) in s.entries.iter().zip(scratch.iter()) {
-            put_key(out, 2, LEN);
-            put_varint(out, *n as u64);
-            let ts = Timestamp::from_unix_nanos(e.ts);
-            put_key(out, 1, LEN);
-            put_varint(out, timestamp_len(ts) as u64);
-            if ts.seconds != 0 {
-                put_key(out, 1, VARINT);
-                put_varint(out, ts.seconds as u64);
-            }
-            if ts.nanos != 0 {
-                put_key(out, 2, VARINT);
-                put_varint(out, i64::from(ts.nanos) as u64);
-            }
-            put_string(out, 2, &e.line);
-            for (k, v) in &e.metadata {
-                put_key(out, 3, LEN);
-                put_varint(out, (string_field_len(k) + string_field_len(v)) as u64);
-                put_string(out, 1, k);
-                put_string(out, 2, v);
-            }
-        }
+        self.buf[self.at] = v as u8;
+        self.at += 1;
     }
 }
 
@@ -183,56 +264,60 @@ fn timestamp_len(ts: Timestamp) -> usize {
     n
 }
 
-fn entry_len(e: &crate::pipeline::Entry) -> usize {
-    let t = timestamp_len(Timestamp::from_unix_nanos(e.ts));
-    let mut n = 1 + varint_len(t as u64) + t + string_field_len(&e.line);
-    for (k, v) in &e.metadata {
-        let m = string_field_len(k) + string_field_len(v);
-        n += 1 + varint_len(m as u64) + m;
-    }
-    n
-}
-
-/// The same request as prost structs (what [`encode_push_request`] is checked against).
-pub fn to_push_request(batch: LogBatch) -> PushRequest {
-    PushRequest {
-        streams: batch
-            .streams
-            .into_iter()
-            .map(|s| StreamAdapter {
-                labels: s.labels.to_string(),
-                entries: s
-                    .entries
-                    .into_iter()
-                    .map(|e| EntryAdapter {
-                        timestamp: Some(Timestamp::from_unix_nanos(e.ts)),
-                        line: e.line,
-                        structured_metadata: e
-                            .metadata
-                            .into_iter()
-                            .map(|(name, value)| LabelPairAdapter { name, value })
-                            .collect(),
-                    })
-                    .collect(),
-                hash: 0,
-            })
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{Entry, StreamLines};
+    use crate::pipeline::StreamLines;
+    use osprey_protocol::logproto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter};
     use proptest::prelude::*;
     use prost::Message;
 
-    fn batch() -> impl Strategy<Value = LogBatch> {
-        let entry = (any::<i64>(), "\\PC{0,40}", proptest::collection::vec(("[a-z]{0,5}", "\\PC{0,8}"), 0..3))
-            .prop_map(|(ts, line, metadata)| Entry { ts, line, metadata });
-        let stream = ("\\PC{0,30}", proptest::collection::vec(entry, 0..6))
-            .prop_map(|(labels, entries)| StreamLines { labels: labels.into(), entries });
-        proptest::collection::vec(stream, 0..4).prop_map(|streams| LogBatch { streams, ..LogBatch::default() })
+    type Entry = (i64, String, Vec<(String, String)>);
+
+    fn streams() -> impl Strategy<Value = Vec<(String, Vec<Entry>)>> {
+        let entry = (any::<i64>(), "\\PC{0,40}", proptest::collection::vec(("[a-z]{0,5}", "\\PC{0,8}"), 0..3));
+        let stream = ("\\PC{0,30}", proptest::collection::vec(entry, 0..6));
+        proptest::collection::vec(stream, 0..4)
+    }
+
+    /// The batch the tailer would build from these lines.
+    fn batch_of(streams: &[(String, Vec<Entry>)]) -> LogBatch {
+        let mut batch = LogBatch::default();
+        for (labels, entries) in streams {
+            // A reused buffer still holds an earlier batch's bytes: none may leak into this one.
+            let mut s = StreamLines::with_buffer(labels.as_str().into(), vec![0xab; 300]);
+            for (ts, line, metadata) in entries {
+                s.push(*ts, line, metadata);
+                batch.lines += 1;
+                batch.bytes += line.len();
+            }
+            batch.streams.push(s);
+        }
+        batch
+    }
+
+    /// The same lines as prost structs.
+    fn push_request_of(streams: Vec<(String, Vec<Entry>)>) -> PushRequest {
+        PushRequest {
+            streams: streams
+                .into_iter()
+                .map(|(labels, entries)| StreamAdapter {
+                    labels,
+                    entries: entries
+                        .into_iter()
+                        .map(|(ts, line, metadata)| EntryAdapter {
+                            timestamp: Some(Timestamp::from_unix_nanos(ts)),
+                            line,
+                            structured_metadata: metadata
+                                .into_iter()
+                                .map(|(name, value)| LabelPairAdapter { name, value })
+                                .collect(),
+                        })
+                        .collect(),
+                    hash: 0,
+                })
+                .collect(),
+        }
     }
 
     /// Reads one HTTP/1.1 request with a Content-Length body from `conn`; returns the body.
@@ -318,19 +403,12 @@ mod tests {
         let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
         for i in 1..=2u32 {
             let f = finished.clone();
-            let batch = LogBatch {
-                streams: vec![StreamLines {
-                    labels: "{job=\"t\"}".into(),
-                    entries: vec![Entry { ts: 1, line: format!("line {i}"), metadata: vec![] }],
-                }],
-                bytes: 6,
-                lines: 1,
-                receipt: Receipt::new(move |o| f.lock().unwrap().push((i, o))),
-            };
+            let mut batch = batch_of(&[("{job=\"t\"}".to_string(), vec![(1, format!("line {i}"), vec![])])]);
+            batch.receipt = Receipt::new(move |o| f.lock().unwrap().push((i, o)));
             tx.send(batch).await.unwrap();
         }
         drop(tx);
-        tokio::time::timeout(std::time::Duration::from_secs(60), run(sender, rx, abort, 4))
+        tokio::time::timeout(std::time::Duration::from_secs(60), run(sender, rx, abort, 4, BufferPool::new(1 << 20)))
             .await
             .expect("both batches were sent concurrently");
         assert_eq!(*answered.lock().unwrap(), vec![2, 1], "the receiver answered out of order");
@@ -340,10 +418,10 @@ mod tests {
     proptest! {
         /// Byte for byte what prost encodes, so the receiver sees the standard message.
         #[test]
-        fn hand_encoding_matches_prost(b in batch()) {
+        fn hand_encoding_matches_prost(streams in streams()) {
             let mut ours = Vec::new();
-            encode_push_request(&b, &mut ours, &mut Vec::new());
-            let theirs = to_push_request(b).encode_to_vec();
+            encode_push_request(&mut batch_of(&streams), &mut ours);
+            let theirs = push_request_of(streams).encode_to_vec();
             prop_assert_eq!(ours, theirs);
         }
     }

@@ -2,7 +2,7 @@
 
 use super::checkpoint::Position;
 use super::identity::Digest;
-use crate::pipeline::{Entry, LogBatch, StreamLines};
+use crate::pipeline::{BufferPool, LogBatch, StreamLines};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +10,8 @@ use std::time::Instant;
 #[derive(Default)]
 pub struct BatchBuilder {
     streams: Vec<StreamLines>,
+    /// Where stream buffers come from (the sink gives them back after encoding).
+    pool: Option<BufferPool>,
     index: HashMap<Arc<str>, usize>,
     /// The stream of the last push: consecutive lines of one file skip the map.
     last: Option<(Arc<str>, usize)>,
@@ -22,14 +24,20 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    pub fn push(&mut self, labels: &Arc<str>, entry: Entry) {
+    pub fn with_pool(pool: BufferPool) -> Self {
+        BatchBuilder { pool: Some(pool), ..BatchBuilder::default() }
+    }
+
+    /// Appends one line to its stream, encoded (see [`StreamLines::push`]).
+    pub fn push(&mut self, labels: &Arc<str>, ts: i64, line: &str, metadata: &[(String, String)]) {
         let idx = match &self.last {
             Some((l, i)) if Arc::ptr_eq(l, labels) => *i,
             _ => {
                 let i = match self.index.get(labels) {
                     Some(i) => *i,
                     None => {
-                        self.streams.push(StreamLines { labels: labels.clone(), entries: Vec::new() });
+                        let buf = self.pool.as_ref().map(BufferPool::take).unwrap_or_default();
+                        self.streams.push(StreamLines::with_buffer(labels.clone(), buf));
                         self.index.insert(labels.clone(), self.streams.len() - 1);
                         self.streams.len() - 1
                     }
@@ -38,9 +46,9 @@ impl BatchBuilder {
                 i
             }
         };
-        self.bytes += entry.line.len();
+        self.bytes += line.len();
         self.lines += 1;
-        self.streams[idx].entries.push(entry);
+        self.streams[idx].push(ts, line, metadata);
         self.started.get_or_insert_with(Instant::now);
     }
 

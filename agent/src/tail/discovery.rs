@@ -3,24 +3,38 @@
 //! Each include glob has a root (its literal directory prefix) and a depth (unbounded with
 //! `**`). The tree under each root is listed once; after that, every directory is only
 //! `stat`ed on each poll, and listed again when its mtime changed (an entry was added, removed
-//! or renamed) or when inotify reported a create, delete or rename in it. inotify watches are
-//! non-recursive, one per directory, and are only a hint that wakes the tailer early: the poll
-//! alone is correct (NFS, overflowed event queues, watch limits). Symlinked directories are not
-//! followed (no loops); symlinked files are returned as found and deduplicated by target by the
-//! tailer.
+//! or renamed) or when inotify reported a create, delete or rename in it. Symlinked directories
+//! are not followed (no loops); symlinked files are returned as found and deduplicated by target
+//! by the tailer.
+//!
+//! inotify: one non-recursive watch per directory, for writes, creates, deletes and renames only
+//! (not opens, closes or attribute changes: a line appended costs one event, and the kernel
+//! merges repeats of it). The tailer thread reads the events itself (`poll` on the inotify
+//! descriptor is its sleep), so there is no watcher thread and no queue of ours; the kernel's
+//! queue (`fs.inotify.max_queued_events`) is the bound, and its overflow makes every directory
+//! and file be looked at again. Events are hints: a file in a watched directory is stat-polled
+//! only when inotify names it or its directory, while it is active, and at the slow full rescan
+//! (the safety net for lost events and for writes inotify never sees, such as NFS clients'). A
+//! directory inotify could not watch keeps being polled as if inotify did not exist.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use notify::{EventKind, RecursiveMode, Watcher};
+use rustix::fs::inotify;
 use std::collections::{HashMap, HashSet};
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
-/// inotify hints waiting for the tailer; beyond this they are dropped and a full rescan is done.
-const EVENT_QUEUE: usize = 4096;
+/// What inotify is asked to report in each watched directory.
+fn watch_flags() -> inotify::WatchFlags {
+    use inotify::WatchFlags as W;
+    W::MODIFY | W::CREATE | W::DELETE | W::MOVED_FROM | W::MOVED_TO | W::DELETE_SELF | W::MOVE_SELF | W::ONLYDIR
+}
+
+/// Bytes read from the inotify descriptor at once (a few hundred events).
+const EVENT_BUFFER: usize = 16 << 10;
 
 struct SourceGlobs {
     include: GlobSet,
@@ -34,6 +48,8 @@ struct Root {
 
 struct Dir {
     mtime: (i64, i64),
+    /// Its inotify watch, if it could be added.
+    wd: Option<i32>,
     /// Depth left below this directory (`None`: unbounded).
     depth: Option<usize>,
     /// Matched files directly in this directory.
@@ -45,7 +61,10 @@ struct Dir {
 pub struct Hints {
     /// Files written to (read them now).
     pub written: Vec<PathBuf>,
-    /// Something happened that needs a look at the directories.
+    /// Directories in which entries were created, removed or renamed: list them again, and
+    /// look at the followed files in them.
+    pub dirs: Vec<PathBuf>,
+    /// Events were lost (queue overflow): look at every directory and every file.
     pub rescan: bool,
 }
 
@@ -57,10 +76,14 @@ pub struct Discovery {
     dirty: HashSet<PathBuf>,
     /// path -> source index, for every matched file.
     matched: HashMap<PathBuf, usize>,
-    watcher: Option<notify::RecommendedWatcher>,
-    events: mpsc::Receiver<notify::Result<notify::Event>>,
-    overflowed: Arc<AtomicBool>,
+    /// The inotify instance (`None`: unavailable, discovery polls only).
+    inotify: Option<OwnedFd>,
+    /// Watch descriptor -> directory.
+    watches: HashMap<i32, PathBuf>,
+    events: Vec<MaybeUninit<u8>>,
     watch_failures: u64,
+    /// Bumped whenever `matched` changes.
+    generation: u64,
 }
 
 fn glob_set(globs: &[String]) -> anyhow::Result<GlobSet> {
@@ -109,18 +132,10 @@ impl Discovery {
                 };
             }
         }
-        let (tx, events) = mpsc::sync_channel(EVENT_QUEUE);
-        let overflowed = Arc::new(AtomicBool::new(false));
-        let flag = overflowed.clone();
-        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if tx.try_send(ev).is_err() {
-                flag.store(true, Ordering::Relaxed);
-            }
-        });
-        let watcher = match watcher {
-            Ok(w) => Some(w),
+        let inotify = match inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC) {
+            Ok(fd) => Some(fd),
             Err(e) => {
-                tracing::warn!(error = %e, "inotify is unavailable; discovering files by polling only");
+                tracing::warn!(error = %e, "inotify is unavailable; discovering and following files by polling only");
                 None
             }
         };
@@ -130,16 +145,27 @@ impl Discovery {
             dirs: HashMap::new(),
             dirty: HashSet::new(),
             matched: HashMap::new(),
-            watcher,
-            events,
-            overflowed,
+            inotify,
+            watches: HashMap::new(),
+            events: vec![MaybeUninit::uninit(); EVENT_BUFFER],
             watch_failures: 0,
+            generation: 0,
         })
+    }
+
+    /// Whether inotify watches `dir` (so writes to the files in it are reported).
+    pub fn watched(&self, dir: &Path) -> bool {
+        self.dirs.get(dir).is_some_and(|d| d.wd.is_some())
     }
 
     /// Number of directories watched.
     pub fn dirs(&self) -> usize {
         self.dirs.len()
+    }
+
+    /// Changes whenever [`Discovery::matched`] does.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Every matched file and its source.
@@ -150,51 +176,102 @@ impl Discovery {
     /// Waits up to `timeout` for an inotify hint; returns what arrived (possibly nothing).
     pub fn wait(&mut self, timeout: Duration) -> Hints {
         let mut hints = Hints::default();
-        if let Ok(ev) = self.events.recv_timeout(timeout) {
-            self.note(ev, &mut hints);
+        let Some(fd) = &self.inotify else {
+            std::thread::sleep(timeout);
+            return hints;
+        };
+        if !timeout.is_zero() {
+            let ts =
+                rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 });
+            let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(0) => return hints,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => return hints,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot wait for inotify events; polling only");
+                    self.inotify = None;
+                    self.watches.clear();
+                    std::thread::sleep(timeout);
+                    return hints;
+                }
+            }
         }
-        while let Ok(ev) = self.events.try_recv() {
-            self.note(ev, &mut hints);
-        }
-        if self.overflowed.swap(false, Ordering::Relaxed) {
-            self.dirty.extend(self.dirs.keys().cloned());
-            hints.rescan = true;
-        }
+        self.read_events(&mut hints);
         hints
     }
 
-    fn note(&mut self, ev: notify::Result<notify::Event>, hints: &mut Hints) {
-        let Ok(ev) = ev else {
-            hints.rescan = true;
-            return;
-        };
-        if ev.need_rescan() {
-            self.dirty.extend(self.dirs.keys().cloned());
-            hints.rescan = true;
-            return;
-        }
-        let structural = matches!(
-            ev.kind,
-            EventKind::Create(_)
-                | EventKind::Remove(_)
-                | EventKind::Modify(notify::event::ModifyKind::Name(_))
-                | EventKind::Any
-        );
-        for p in ev.paths {
-            if structural {
-                if let Some(parent) = p.parent()
-                    && self.dirs.contains_key(parent)
-                {
-                    self.dirty.insert(parent.to_path_buf());
-                }
-                if self.dirs.contains_key(&p) {
-                    self.dirty.insert(p.clone());
-                }
+    /// Turns every pending inotify event into hints.
+    fn read_events(&mut self, hints: &mut Hints) {
+        let Some(fd) = &self.inotify else { return };
+        let mut reader = inotify::Reader::new(fd, &mut self.events);
+        let mut seen: HashSet<PathBuf> = HashSet::new();
+        // Directories whose watch the kernel removed (deleted, or on an unmounted file system).
+        let mut unwatched: Vec<PathBuf> = Vec::new();
+        loop {
+            let ev = match reader.next() {
+                Ok(ev) => ev,
+                Err(rustix::io::Errno::INTR) => continue,
+                // AGAIN: nothing more for now. Anything else: read on the next wake-up; the
+                // poll covers what is missed.
+                Err(_) => break,
+            };
+            let flags = ev.events();
+            if flags.contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+                self.dirty.extend(self.dirs.keys().cloned());
                 hints.rescan = true;
+                continue;
             }
-            if self.matched.contains_key(&p) {
-                hints.written.push(p);
+            if flags.contains(inotify::ReadFlags::IGNORED) {
+                if let Some(dir) = self.watches.remove(&ev.wd()) {
+                    unwatched.push(dir);
+                }
+                continue;
             }
+            let Some(dir) = self.watches.get(&ev.wd()) else { continue };
+            let structural = flags.intersects(
+                inotify::ReadFlags::CREATE
+                    | inotify::ReadFlags::DELETE
+                    | inotify::ReadFlags::MOVED_FROM
+                    | inotify::ReadFlags::MOVED_TO
+                    | inotify::ReadFlags::DELETE_SELF
+                    | inotify::ReadFlags::MOVE_SELF,
+            );
+            let path = match ev.file_name() {
+                Some(name) => dir.join(std::ffi::OsStr::from_bytes(name.to_bytes())),
+                // The directory itself (moved, deleted, or its watch removed).
+                None => dir.clone(),
+            };
+            if structural {
+                let changed = if ev.file_name().is_some() {
+                    dir.clone()
+                } else {
+                    path.parent().map_or(path.clone(), Path::to_path_buf)
+                };
+                for d in [changed, path.clone()] {
+                    if self.dirs.contains_key(&d) && self.dirty.insert(d.clone()) {
+                        hints.dirs.push(d);
+                    }
+                }
+            }
+            if self.matched.contains_key(&path) && seen.insert(path.clone()) {
+                hints.written.push(path);
+            }
+        }
+        // Forgotten, and found again (watched anew) by the next listing of its parent or, for a
+        // root, by the next refresh, if it still exists.
+        for dir in unwatched {
+            if !self.dirs.contains_key(&dir) {
+                continue;
+            }
+            self.remove_dir(&dir);
+            if let Some(parent) = dir.parent().filter(|p| self.dirs.contains_key(*p))
+                && self.dirty.insert(parent.to_path_buf())
+            {
+                hints.dirs.push(parent.to_path_buf());
+            }
+            // Its followed files are looked at: gone with it, or still there unwatched.
+            hints.dirs.push(dir);
         }
     }
 
@@ -235,15 +312,22 @@ impl Discovery {
         if self.dirs.contains_key(path) {
             return;
         }
-        if let Some(w) = self.watcher.as_mut()
-            && let Err(e) = w.watch(path, RecursiveMode::NonRecursive)
-        {
-            self.watch_failures += 1;
-            if self.watch_failures == 1 {
-                tracing::warn!(dir = %path.display(), error = %e, "cannot watch a directory with inotify (fs.inotify.max_user_watches?); it is still polled");
+        let mut wd = None;
+        if let Some(fd) = &self.inotify {
+            match inotify::add_watch(fd, path, watch_flags()) {
+                Ok(w) => {
+                    self.watches.insert(w, path.to_path_buf());
+                    wd = Some(w);
+                }
+                Err(e) => {
+                    self.watch_failures += 1;
+                    if self.watch_failures == 1 {
+                        tracing::warn!(dir = %path.display(), error = %e, "cannot watch a directory with inotify (fs.inotify.max_user_watches?); it and its files are polled");
+                    }
+                }
             }
         }
-        self.dirs.insert(path.to_path_buf(), Dir { mtime: (0, 0), depth, files: Vec::new() });
+        self.dirs.insert(path.to_path_buf(), Dir { mtime: (0, 0), wd, depth, files: Vec::new() });
         self.relist(path, added);
     }
 
@@ -253,10 +337,19 @@ impl Discovery {
             if let Some(d) = self.dirs.remove(&p) {
                 for f in d.files {
                     self.matched.remove(&f);
+                    self.generation += 1;
                 }
-            }
-            if let Some(w) = self.watcher.as_mut() {
-                let _ = w.unwatch(&p);
+                if let Some(wd) = d.wd {
+                    // The same directory (inode) may be watched under another path with the
+                    // same descriptor: only forget it if it is ours.
+                    if self.watches.get(&wd) == Some(&p) {
+                        self.watches.remove(&wd);
+                        if let Some(fd) = &self.inotify {
+                            // Fails harmlessly when the directory is gone (the kernel removed it).
+                            let _ = inotify::remove_watch(fd, wd);
+                        }
+                    }
+                }
             }
         }
     }
@@ -297,10 +390,16 @@ impl Discovery {
         let new: HashSet<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
         for gone in old.difference(&new) {
             self.matched.remove(gone);
+            self.generation += 1;
         }
         for (p, src) in files {
-            if self.matched.insert(p.clone(), src).is_none() {
-                added.push(p);
+            match self.matched.insert(p.clone(), src) {
+                None => {
+                    self.generation += 1;
+                    added.push(p);
+                }
+                Some(old) if old != src => self.generation += 1,
+                Some(_) => {}
             }
         }
         if let Some(d) = self.dirs.get_mut(path) {

@@ -6,6 +6,8 @@
 //! the middle of it. Memory per file is bounded by `max_line_bytes`, whatever the input (a file
 //! with no newline at all holds `max_line_bytes` and reads on).
 
+use std::borrow::Cow;
+
 /// One complete line handed out by [`LineSplitter::feed`].
 pub struct Line<'a> {
     /// Without the `\n` (and without a `\r` before it).
@@ -14,6 +16,10 @@ pub struct Line<'a> {
     pub end: u64,
     /// The line was longer than the cap and was cut.
     pub truncated: bool,
+    /// Where `bytes` starts in the data given to [`LineSplitter::feed`], when it is a slice of
+    /// it (not a line joined from earlier data): lets the caller reuse a check of the whole
+    /// chunk (UTF-8) instead of one per line.
+    pub at: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -49,13 +55,13 @@ impl LineSplitter {
             if self.partial.is_empty() && !self.overflow {
                 let piece = &data[from..nl];
                 let (bytes, truncated) = cap(strip_cr(piece), self.max);
-                emit(Line { bytes, end, truncated });
+                emit(Line { bytes, end, truncated, at: Some(from) });
             } else {
                 self.append(&data[from..nl]);
                 let truncated = self.overflow;
                 // A CR that was the last byte kept before the newline is the CRLF's.
                 let (bytes, cut) = cap(strip_cr(&self.partial), self.max);
-                emit(Line { bytes, end, truncated: truncated || cut });
+                emit(Line { bytes, end, truncated: truncated || cut, at: None });
                 self.partial.clear();
                 if self.partial.capacity() > self.max.min(1 << 20) {
                     self.partial.shrink_to(4096);
@@ -74,7 +80,7 @@ impl LineSplitter {
         }
         let truncated = self.overflow;
         let (bytes, cut) = cap(strip_cr(&self.partial), self.max);
-        emit(Line { bytes, end, truncated: truncated || cut });
+        emit(Line { bytes, end, truncated: truncated || cut, at: None });
         self.partial.clear();
         self.overflow = false;
     }
@@ -100,12 +106,23 @@ fn cap(line: &[u8], max: usize) -> (&[u8], bool) {
     if line.len() > max { (&line[..max], true) } else { (line, false) }
 }
 
-/// Text of a line: valid UTF-8 is copied as is; anything else has each invalid sequence replaced
-/// by U+FFFD (returns `true` then). The result is cut back to at most `max` bytes on a character
-/// boundary, since replacement characters can make it longer than the raw bytes.
-pub fn to_text(bytes: &[u8], max: usize) -> (String, bool) {
+/// The longest valid UTF-8 prefix of `chunk` (all of it, usually), checked at SIMD speed: lines
+/// inside it need no check of their own (see [`Line::at`]).
+pub fn valid_prefix(chunk: &[u8]) -> &str {
+    match simdutf8::compat::from_utf8(chunk) {
+        Ok(s) => s,
+        // Cannot fail: the prefix was just found valid.
+        Err(e) => std::str::from_utf8(&chunk[..e.valid_up_to()]).unwrap_or(""),
+    }
+}
+
+/// Text of a line: valid UTF-8 is borrowed as is (the common case costs no copy); anything
+/// else has each invalid sequence replaced by U+FFFD (returns `true` then). The result is cut
+/// back to at most `max` bytes on a character boundary, since replacement characters can make
+/// it longer than the raw bytes.
+pub fn to_text(bytes: &[u8], max: usize) -> (Cow<'_, str>, bool) {
     match std::str::from_utf8(bytes) {
-        Ok(s) => (s.to_owned(), false),
+        Ok(s) => (Cow::Borrowed(s), false),
         Err(_) => {
             let mut s = String::from_utf8_lossy(bytes).into_owned();
             if s.len() > max {
@@ -115,7 +132,7 @@ pub fn to_text(bytes: &[u8], max: usize) -> (String, bool) {
                 }
                 s.truncate(cut);
             }
-            (s, true)
+            (Cow::Owned(s), true)
         }
     }
 }
@@ -164,6 +181,24 @@ mod tests {
     }
 
     proptest! {
+        /// A line inside the chunk's valid UTF-8 prefix gets the same text from the prefix as
+        /// from checking it alone; `at` points at its bytes in the chunk.
+        #[test]
+        fn chunk_check_agrees_with_the_line_check(data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(0xc3u8), Just(0xa9u8), any::<u8>(), 0x20u8..0x7f], 0..300),
+                                                  max in 1usize..40) {
+            let valid = valid_prefix(&data);
+            prop_assert_eq!(Some(valid), std::str::from_utf8(&data[..valid.len()]).ok());
+            let mut s = LineSplitter::new(max);
+            s.feed(&data, 0, |l| {
+                if let Some(at) = l.at {
+                    assert_eq!(&data[at..at + l.bytes.len()], l.bytes);
+                    if let Some(fast) = valid.get(at..at + l.bytes.len()) {
+                        assert_eq!(to_text(l.bytes, max), (Cow::Borrowed(fast), false));
+                    }
+                }
+            });
+        }
+
         /// However the bytes are chunked, the lines and their end offsets are the same, no line
         /// exceeds the cap, and every newline ends exactly one line.
         #[test]

@@ -18,7 +18,7 @@ pub mod lines;
 pub mod multiline;
 pub mod parse;
 
-use crate::pipeline::{Entry, LogBatch, Outcome, Receipt};
+use crate::pipeline::{BufferPool, LogBatch, Outcome, Receipt};
 use crate::sink::http::HttpSender;
 use crate::telemetry::{FileLabels, ReasonLabels, Telemetry};
 use anyhow::Context;
@@ -29,7 +29,7 @@ use lines::{Line, LineSplitter};
 use osprey_config::AgentConfig;
 use osprey_config::agent::{FileSource, ReadFrom};
 use osprey_protocol::loki_labels;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -44,7 +44,9 @@ const READ_CHUNK: usize = 256 << 10;
 const READ_BUDGET: usize = 4 << 20;
 /// Longest the thread sleeps without looking at the stop flag.
 const MAX_WAIT: Duration = Duration::from_millis(250);
-/// Polls without change after which a file is only looked at every `QUIET_EVERY` polls.
+/// Polls without change after which a file is quiet: looked at only when inotify names it or
+/// its directory and at the full rescan (`rescan_interval`); or, in a directory inotify does not
+/// watch, every `QUIET_EVERY` polls.
 const QUIET_POLLS: u32 = 10;
 const QUIET_EVERY: u64 = 8;
 /// Distinct extracted label sets remembered per file before the cache is cleared.
@@ -58,6 +60,8 @@ pub struct TailOptions {
     pub batch_max_bytes: usize,
     pub batch_max_wait: Duration,
     pub poll_interval: Duration,
+    /// Every followed file is stat'ed at least this often (see [`Tailer::poll`]).
+    pub rescan_interval: Duration,
     pub max_open_files: usize,
     /// Checkpoints live here (`<data_dir>/tail`).
     pub state_dir: PathBuf,
@@ -72,6 +76,7 @@ impl TailOptions {
             batch_max_bytes: cfg.collector.batch_max_bytes,
             batch_max_wait: cfg.collector.batch_max_wait.get(),
             poll_interval: cfg.sources.poll_interval.get(),
+            rescan_interval: cfg.sources.rescan_interval.get(),
             max_open_files: cfg.sources.max_open_files,
             state_dir: cfg.data_dir.join("tail"),
             checkpoint_interval: cfg.pipeline.checkpoint_interval.get(),
@@ -120,9 +125,12 @@ pub fn start(
         .context("cannot start the checkpoint thread")?;
     let (abort, abort_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(channel_batches.max(1));
-    let sink = tokio::spawn(crate::sink::loki::run(sender, rx, abort_rx.clone(), max_in_flight));
+    // Enough for the stream buffers of the batches being encoded at once.
+    let pool = BufferPool::new(opts.batch_max_bytes.saturating_mul(2).saturating_mul(max_in_flight.max(1)));
+    let sink = tokio::spawn(crate::sink::loki::run(sender, rx, abort_rx.clone(), max_in_flight, pool.clone()));
     let (reconfigure, reconfigure_rx) = std_mpsc::channel();
     let mut tailer = Tailer::new(opts, telemetry, loaded, ack_tx)?;
+    tailer.batch = BatchBuilder::with_pool(pool);
     tailer.reconfigure = Some(reconfigure_rx);
     let handle = tokio::runtime::Handle::current();
     let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -322,14 +330,18 @@ struct Tracked {
     joiner: Option<multiline::Joiner>,
     /// When its path stopped naming it (renamed away or deleted).
     rotated_at: Option<Instant>,
-    /// May have unread bytes.
-    hot: bool,
+    /// Its directory has an inotify watch (writes to it wake the tailer), as of the last full
+    /// rescan: a quiet file is then not polled between rescans.
+    watched: bool,
     last_active: Instant,
     last_ts: i64,
     /// Polls in a row that found its size unchanged.
     quiet_polls: u32,
     /// Its size when it is deleted but still open (disk space it holds), else 0.
     deleted_size: u64,
+    /// Bytes read not yet added to its `file_bytes_read` series: per-file series are updated
+    /// by the poll (a label lookup per read was a tenth of the CPU with 100 active files).
+    unreported: u64,
 }
 
 impl Tracked {
@@ -360,6 +372,10 @@ pub struct Tailer {
     /// without a checkpoint start where `read_from` says, as at a first start.
     fresh_sources: HashSet<usize>,
     files: HashMap<u64, Tracked>,
+    /// Files that may have unread bytes (inotify said so, the poll saw them grow, or a read
+    /// stopped at its budget): the only ones a wake-up looks at, so with thousands of idle
+    /// files a wake-up costs what the active ones cost. May name files no longer followed.
+    hot: BTreeSet<u64>,
     by_inode: HashMap<(u64, u64), u64>,
     by_path: HashMap<PathBuf, u64>,
     /// Matched paths not followed, and the (dev, ino, size) they had then: looked at again when
@@ -374,9 +390,20 @@ pub struct Tailer {
     heads: HashSet<Digest>,
     /// Matched files wait for a descriptor: discover again as soon as files were read.
     waiting_for_fd: bool,
+    /// A path stopped naming a followed file since the last look for matched paths not
+    /// followed (a new file may be there now).
+    unfollowed_paths: bool,
+    /// Discovery's [`discovery::Discovery::generation`] at that look, and when it was.
+    matched_generation: u64,
+    last_unfollowed_scan: Instant,
     polls: u64,
-    /// inotify reported a structural change: look at every file on the next poll.
+    /// inotify events were lost (or the sources changed): look at every file on the next poll.
     full_poll: bool,
+    /// When every followed file was last looked at.
+    last_rescan: Instant,
+    /// Directories inotify reported entries created, removed or renamed in since the last
+    /// poll: their followed files are looked at on the next one.
+    dirty_dirs: HashSet<PathBuf>,
     first_start: bool,
     first_pass: bool,
     next_id: u64,
@@ -413,6 +440,7 @@ impl Tailer {
             reconfigure: None,
             fresh_sources: HashSet::new(),
             files: HashMap::new(),
+            hot: BTreeSet::new(),
             by_inode: HashMap::new(),
             by_path: HashMap::new(),
             skipped: HashMap::new(),
@@ -421,8 +449,13 @@ impl Tailer {
             restored_by_inode,
             heads: HashSet::new(),
             waiting_for_fd: false,
+            unfollowed_paths: true,
+            matched_generation: 0,
+            last_unfollowed_scan: Instant::now(),
             polls: 0,
             full_poll: true,
+            last_rescan: Instant::now(),
+            dirty_dirs: HashSet::new(),
             first_start: !loaded.existed,
             first_pass: true,
             next_id: loaded.next_id,
@@ -430,7 +463,7 @@ impl Tailer {
             batch: BatchBuilder::default(),
             acks,
             telemetry,
-            buf: vec![0u8; READ_CHUNK],
+            buf: vec![0u8; READ_CHUNK + MARK_BYTES],
             opts,
         })
     }
@@ -444,16 +477,17 @@ impl Tailer {
         rt: tokio::runtime::Handle,
     ) {
         let mut last_poll: Option<Instant> = None;
-        let mut hints = discovery::Hints { written: vec![], rescan: true };
+        let mut hints = discovery::Hints { rescan: true, ..Default::default() };
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let poll_due = last_poll.is_none_or(|t| t.elapsed() >= self.opts.poll_interval);
-            if poll_due || hints.rescan || self.waiting_for_fd {
+            if poll_due || hints.rescan || !hints.dirs.is_empty() || self.waiting_for_fd {
                 self.discover();
             }
             self.full_poll |= hints.rescan;
+            self.dirty_dirs.extend(hints.dirs.drain(..));
             if poll_due {
                 self.poll();
                 last_poll = Some(Instant::now());
@@ -465,9 +499,9 @@ impl Tailer {
             }
             for p in hints.written.drain(..) {
                 if let Some(id) = self.by_path.get(&p)
-                    && let Some(t) = self.files.get_mut(id)
+                    && self.files.contains_key(id)
                 {
-                    t.hot = true;
+                    self.hot.insert(*id);
                 }
             }
             let read = self.read_hot();
@@ -489,7 +523,9 @@ impl Tailer {
             if let Some(t) = self.batch.started {
                 wait = wait.min(self.opts.batch_max_wait.saturating_sub(t.elapsed()));
             }
-            if let Some(due) = self.files.values().filter_map(|t| t.joiner.as_ref().and_then(|j| j.due_at())).min() {
+            if self.joins_lines()
+                && let Some(due) = self.files.values().filter_map(|t| t.joiner.as_ref().and_then(|j| j.due_at())).min()
+            {
                 wait = wait.min(due.saturating_duration_since(Instant::now()));
             }
             hints = self.discovery.wait(wait);
@@ -583,13 +619,28 @@ impl Tailer {
                 candidates.push((p, *src));
             }
         }
-        let mut rest: Vec<(PathBuf, usize)> = self
-            .discovery
-            .matched()
-            .iter()
-            .filter(|(p, _)| !self.by_path.contains_key(*p) && !seen.contains(*p))
-            .map(|(p, s)| (p.clone(), *s))
-            .collect();
+        // Matched paths not followed can only be new if the matched set changed or a path
+        // stopped naming its file; skipped files are looked at again in case they changed. With
+        // thousands of files this scan was most of an idle second, so it is skipped otherwise
+        // (but done once per `rescan_interval` whatever happened).
+        let generation = self.discovery.generation();
+        let scan = std::mem::take(&mut self.unfollowed_paths)
+            || generation != self.matched_generation
+            || self.waiting_for_fd
+            || !self.skipped.is_empty()
+            || self.last_unfollowed_scan.elapsed() >= self.opts.rescan_interval;
+        let mut rest: Vec<(PathBuf, usize)> = Vec::new();
+        if scan {
+            self.matched_generation = generation;
+            self.last_unfollowed_scan = Instant::now();
+            rest = self
+                .discovery
+                .matched()
+                .iter()
+                .filter(|(p, _)| !self.by_path.contains_key(*p) && !seen.contains(*p))
+                .map(|(p, s)| (p.clone(), *s))
+                .collect();
+        }
         rest.sort();
         candidates.sort();
         candidates.extend(rest);
@@ -637,7 +688,7 @@ impl Tailer {
     fn evictable(&self, t: &Tracked) -> bool {
         t.file.is_some()
             && t.rotated_at.is_none()
-            && !t.hot
+            && !self.hot.contains(&t.id)
             && !t.holds_data()
             && t.read_offset >= t.size
             && self.batch.pending_mark(t.id).is_none()
@@ -776,7 +827,7 @@ impl Tailer {
             offset: start,
             mark,
         }));
-        let t = Tracked {
+        let mut t = Tracked {
             id,
             source,
             path: path.to_path_buf(),
@@ -793,13 +844,19 @@ impl Tailer {
             splitter: LineSplitter::new(s.cfg.max_line_bytes),
             joiner: s.multiline.as_ref().map(|_| multiline::Joiner::new(&s.cfg.multiline, s.cfg.max_line_bytes)),
             rotated_at,
-            hot: meta.len() > start,
+            watched: path.parent().is_some_and(|d| self.discovery.watched(d)),
             last_active: Instant::now(),
             last_ts: 0,
             quiet_polls: 0,
             deleted_size: 0,
+            unreported: 0,
         };
+        // Its series exist from the start (the poll keeps them current).
+        Self::report(&self.telemetry, &mut t, meta.len().saturating_sub(start));
         self.open += 1;
+        if meta.len() > start {
+            self.hot.insert(id);
+        }
         self.by_inode.insert((t.dev, t.ino), id);
         if rotated_at.is_none() {
             self.by_path.insert(path.to_path_buf(), id);
@@ -919,6 +976,7 @@ impl Tailer {
         self.skipped.retain(|p, _| discovery.source_of(p).is_some());
         self.warned.retain(|p| discovery.source_of(p).is_some());
         self.by_path.retain(|p, id| discovery.source_of(p).is_some() || Some(p) == self.files.get(id).map(|t| &t.path));
+        self.unfollowed_paths = true;
         // Parked checkpoints of files that are gone are forgotten (the bound on parked records).
         let parked: Vec<u64> = self.restored.keys().copied().collect();
         for id in parked {
@@ -995,6 +1053,7 @@ impl Tailer {
             self.by_inode.remove(&(t.dev, t.ino));
         }
         self.by_path.retain(|_, v| *v != id);
+        self.unfollowed_paths = true;
         let labels = FileLabels { path: t.path.display().to_string() };
         self.telemetry.tail.file_bytes_read.remove(&labels);
         self.telemetry.tail.file_lag_bytes.remove(&labels);
@@ -1036,21 +1095,43 @@ impl Tailer {
 
     // ---- polling ----------------------------------------------------------------------------
 
-    /// The once-per-`poll_interval` look at every followed file.
+    /// The once-per-`poll_interval` look at followed files: has the path stopped naming the
+    /// file (renamed, deleted), was it truncated or rewritten, has it grown?
     ///
-    /// A file unchanged for `QUIET_POLLS` polls is looked at only every `QUIET_EVERY`th poll,
-    /// unless inotify reported something in the directories (then every file is looked at):
-    /// with thousands of idle files this is most of the agent's idle cost.
+    /// Looked at: files active in the last `QUIET_POLLS` polls, files with unread bytes or
+    /// rotated away, files in directories inotify reported creates, deletes or renames in, and
+    /// quiet files in directories inotify does not watch every `QUIET_EVERY`th poll. Every file
+    /// is looked at once per `rescan_interval` and after inotify lost events. Quiet files in
+    /// watched directories cost nothing in between: inotify names them when they are written.
+    /// With thousands of idle files this is most of the agent's idle cost.
     fn poll(&mut self) {
         let now = Instant::now();
         self.polls += 1;
-        let full = std::mem::take(&mut self.full_poll) || self.polls.is_multiple_of(QUIET_EVERY);
+        let full = std::mem::take(&mut self.full_poll) || self.last_rescan.elapsed() >= self.opts.rescan_interval;
+        if full {
+            self.last_rescan = now;
+        }
+        let unwatched_turn = self.polls.is_multiple_of(QUIET_EVERY);
+        let dirty = std::mem::take(&mut self.dirty_dirs);
+        let in_dirty = |t: &Tracked| !dirty.is_empty() && t.path.parent().is_some_and(|d| dirty.contains(d));
         let ids: Vec<u64> = self
             .files
             .values()
-            .filter(|t| full || t.quiet_polls < QUIET_POLLS || t.hot || t.rotated_at.is_some())
+            .filter(|t| {
+                full || t.quiet_polls < QUIET_POLLS
+                    || self.hot.contains(&t.id)
+                    || t.rotated_at.is_some()
+                    || (unwatched_turn && !t.watched)
+                    || in_dirty(t)
+            })
             .map(|t| t.id)
             .collect();
+        if full {
+            let discovery = &self.discovery;
+            for t in self.files.values_mut() {
+                t.watched = t.path.parent().is_some_and(|d| discovery.watched(d));
+            }
+        }
         for id in ids {
             let Some(t) = self.files.get_mut(&id) else { continue };
             let mut path_meta = None;
@@ -1070,18 +1151,20 @@ impl Tailer {
                     }
                     tracing::info!(path = %t.path.display(), "file renamed away or deleted; reading it to its end for up to rotate_wait");
                     t.rotated_at = Some(now);
-                    t.hot = true;
+                    self.hot.insert(id);
                     self.telemetry.rotations.inc();
                     let path = t.path.clone();
                     if self.by_path.get(&path) == Some(&id) {
                         self.by_path.remove(&path);
+                        self.unfollowed_paths = true;
                     }
                 }
             }
             let Some(t) = self.files.get_mut(&id) else { continue };
-            let meta = match &t.file {
-                Some(f) => f.metadata().ok(),
-                None => path_meta,
+            // The path's `stat` already describes the file when it still names it: no `fstat`.
+            let meta = match path_meta.filter(|m| (m.dev(), m.ino()) == (t.dev, t.ino)) {
+                Some(m) => Some(m),
+                None => t.file.as_ref().and_then(|f| f.metadata().ok()),
             };
             let Some(meta) = meta else { continue };
             let size = meta.len();
@@ -1114,15 +1197,11 @@ impl Tailer {
             }
             let Some(t) = self.files.get_mut(&id) else { continue };
             if size > t.read_offset {
-                t.hot = true;
+                self.hot.insert(id);
             }
             let lag = size.saturating_sub(t.read_offset);
-            if size != t.size || lag != 0 {
-                self.telemetry
-                    .tail
-                    .file_lag_bytes
-                    .get_or_create(&FileLabels { path: t.path.display().to_string() })
-                    .set(lag as i64);
+            if size != t.size || lag != 0 || t.unreported > 0 {
+                Self::report(&self.telemetry, t, lag);
             }
             t.size = size;
             // Grow a short head digest as the file grows, so identity gets stronger.
@@ -1145,6 +1224,14 @@ impl Tailer {
         self.telemetry.tail.deleted_bytes_held.set(held as i64);
     }
 
+    /// Updates a file's `file_lag_bytes` and `file_bytes_read` series.
+    fn report(telemetry: &Telemetry, t: &mut Tracked, lag: u64) {
+        let labels = FileLabels { path: t.path.display().to_string() };
+        telemetry.tail.file_lag_bytes.get_or_create(&labels).set(lag as i64);
+        let read = std::mem::take(&mut t.unreported);
+        telemetry.tail.file_bytes_read.get_or_create(&labels).inc_by(read);
+    }
+
     /// A closed file whose path now names another file (or none): look for it next to the path.
     fn lost_while_closed(&mut self, id: u64) {
         let Some(t) = self.files.get(&id) else { return };
@@ -1155,10 +1242,11 @@ impl Tailer {
                 if let Some(t) = self.files.get_mut(&id) {
                     t.file = Some(file);
                     t.rotated_at = Some(Instant::now());
-                    t.hot = true;
+                    self.hot.insert(id);
                     self.open += 1;
                     let path = t.path.clone();
                     self.by_path.remove(&path);
+                    self.unfollowed_paths = true;
                     self.telemetry.rotations.inc();
                 }
             }
@@ -1166,6 +1254,7 @@ impl Tailer {
                 tracing::warn!(path = %t.path.display(), "a closed idle file was rotated away and not found next to its path; releasing it");
                 let path = t.path.clone();
                 self.by_path.remove(&path);
+                self.unfollowed_paths = true;
                 self.release(id);
             }
         }
@@ -1192,6 +1281,7 @@ impl Tailer {
         let path = t.path.clone();
         let (source, labels, live_key) = (t.source, t.labels.clone(), (t.dev, t.ino));
         self.by_path.retain(|_, v| *v != id);
+        self.unfollowed_paths = true;
         match copy {
             Some((copy_path, copy_file, meta)) if !self.by_inode.contains_key(&(meta.dev(), meta.ino())) => {
                 tracing::info!(path = %path.display(), copy = %copy_path.display(), offset = t.read_offset, "the unread tail is in the rotated copy; reading it there");
@@ -1201,7 +1291,7 @@ impl Tailer {
                 t.ino = meta.ino();
                 t.size = meta.len();
                 t.rotated_at = Some(Instant::now());
-                t.hot = true;
+                self.hot.insert(id);
                 self.by_inode.insert((meta.dev(), meta.ino()), id);
                 // The live descriptor moves to the new entry; the copy's is a new one.
                 self.open += 1;
@@ -1250,9 +1340,11 @@ impl Tailer {
             }
             match (&src.multiline, t.joiner.as_mut()) {
                 (Some(rule), Some(j)) => {
-                    j.push(rule, text, line.end, line.truncated, Instant::now(), |e| events.push(e))
+                    j.push(rule, text.into_owned(), line.end, line.truncated, Instant::now(), |e| events.push(e))
                 }
-                _ => events.push(multiline::Event { text, end: line.end, truncated: line.truncated }),
+                _ => {
+                    events.push(multiline::Event { text: text.into_owned(), end: line.end, truncated: line.truncated })
+                }
             }
         };
         let mut splitter = std::mem::replace(&mut t.splitter, LineSplitter::new(1));
@@ -1279,8 +1371,12 @@ impl Tailer {
             let m = identity::mark(f, end).unwrap_or_default();
             self.batch.set_mark(id, m);
         }
-        let Some(t) = self.files.remove(&id) else { return };
+        let Some(mut t) = self.files.remove(&id) else { return };
         let size = t.file.as_ref().and_then(|f| f.metadata().ok()).map_or(t.size, |m| m.len());
+        if t.unreported > 0 {
+            let lag = size.saturating_sub(t.read_offset);
+            Self::report(&self.telemetry, &mut t, lag);
+        }
         let unread = size.saturating_sub(t.read_offset);
         if unread > 0 {
             self.telemetry.tail.bytes_unread.inc_by(unread);
@@ -1293,6 +1389,7 @@ impl Tailer {
             self.by_inode.remove(&(t.dev, t.ino));
         }
         self.by_path.retain(|_, v| *v != id);
+        self.unfollowed_paths = true;
         let labels = FileLabels { path: t.path.display().to_string() };
         if !self.files.values().any(|o| o.path == t.path) {
             self.telemetry.tail.file_bytes_read.remove(&labels);
@@ -1307,17 +1404,19 @@ impl Tailer {
     /// Reads every file that may have new bytes; returns whether any file hit its budget (so
     /// more is waiting).
     fn read_hot(&mut self) -> bool {
-        let hot: Vec<u64> = self.files.values().filter(|t| t.hot).map(|t| t.id).collect();
+        let hot: Vec<u64> = self.hot.iter().copied().collect();
         let mut more = false;
         for id in hot {
-            if self.files.get(&id).is_some_and(|t| t.file.is_none()) && !self.reopen(id) {
+            let Some(t) = self.files.get(&id) else {
+                self.hot.remove(&id);
+                continue;
+            };
+            if t.file.is_none() && !self.reopen(id) {
                 // Gone or no descriptor: the poll will sort it out.
-                if let Some(t) = self.files.get_mut(&id) {
-                    t.hot = false;
-                }
+                self.hot.remove(&id);
                 continue;
             }
-            more |= self.read_file(id, None, READ_BUDGET);
+            more |= self.read_file(id, READ_BUDGET);
             if self.batch.bytes >= self.opts.batch_max_bytes {
                 // Let the caller send before reading more.
                 return true;
@@ -1326,48 +1425,82 @@ impl Tailer {
         more
     }
 
-    /// Reads file `id` (or `from`, a copy with the same content coordinates) up to `budget`
-    /// bytes. Returns true when the budget ran out before the end.
-    fn read_file(&mut self, id: u64, from: Option<&File>, budget: usize) -> bool {
-        let Some(t) = self.files.get_mut(&id) else { return false };
-        let Some(file) = from.or(t.file.as_ref()) else { return false };
-        let size = file.metadata().map(|m| m.len()).ok();
-        if from.is_none()
-            && let Some(size) = size
-            && size < t.read_offset
-        {
-            self.rebase(id, Verdict::Truncated);
-            return true;
+    /// Reads file `id` from its read offset, up to `budget` bytes and no further than its size
+    /// when the read started (what is appended meanwhile is read on the next wake-up). Returns
+    /// true when the budget ran out before the end (or the file was re-based).
+    ///
+    /// A wake-up costs one `fstat` and one `pread` per file: the first `pread` also fetches the
+    /// `MARK_BYTES` before the offset, which must still be the bytes read last time; if not, the
+    /// file was truncated and rewritten past the offset since the last read (inotify can wake
+    /// this read before the poll looks) and it is re-based instead.
+    fn read_file(&mut self, id: u64, budget: usize) -> bool {
+        let Some(file) = self.files.get_mut(&id).and_then(|t| t.file.take()) else { return false };
+        let outcome = self.read_from(id, &file, budget);
+        if let Some(t) = self.files.get_mut(&id) {
+            t.file = Some(file);
         }
-        // Truncated and rewritten past the offset since the last read (inotify can wake this
-        // read before the poll looks): the bytes before the offset are no longer those read.
-        if from.is_none()
-            && t.read_offset > 0
-            && identity::mark(file, t.read_offset).is_ok_and(|m| m != Digest::of(&t.last_bytes))
-        {
-            self.rebase(id, Verdict::Rewritten);
-            return true;
+        match outcome {
+            Ok(hit_budget) => {
+                if hit_budget {
+                    self.hot.insert(id);
+                } else {
+                    self.hot.remove(&id);
+                }
+                hit_budget
+            }
+            Err(verdict) => {
+                self.hot.remove(&id);
+                self.rebase(id, verdict);
+                true
+            }
         }
-        let file = match file.try_clone() {
-            Ok(f) => f,
-            Err(_) => return false,
+    }
+
+    /// [`Tailer::read_file`] with the descriptor taken out of the entry; `Err` when the file
+    /// must be re-based.
+    fn read_from(&mut self, id: u64, file: &File, budget: usize) -> Result<bool, Verdict> {
+        let Some(t) = self.files.get_mut(&id) else { return Ok(false) };
+        let size = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                tracing::warn!(path = %t.path.display(), error = %e, "cannot stat a followed file; will retry");
+                return Ok(false);
+            }
         };
+        if size < t.read_offset {
+            return Err(Verdict::Truncated);
+        }
+        if size == t.read_offset {
+            // Nothing new (a wake-up for a write that was already read, or a rewrite to the
+            // same length): only the mark can tell.
+            if t.read_offset > 0 && identity::mark(file, t.read_offset).is_ok_and(|m| m != Digest::of(&t.last_bytes)) {
+                return Err(Verdict::Rewritten);
+            }
+            t.size = size;
+            return Ok(false);
+        }
         let mut left = budget;
         let mut total = 0u64;
         let mut hit_budget = false;
         let mut buf = std::mem::take(&mut self.buf);
         // Reads no more than a batch's worth at a time, so a batch overshoots its size by at
         // most one read and a full batch is handed over before more is read.
-        let chunk = buf.len().min(self.opts.batch_max_bytes.max(4096));
-        loop {
-            let want = chunk.min(left);
-            if want == 0 || self.batch.bytes >= self.opts.batch_max_bytes {
+        let chunk = (buf.len() - MARK_BYTES).min(self.opts.batch_max_bytes.max(4096));
+        // Bytes before the offset fetched with the first read, to check against `last_bytes`.
+        let mut mark_len = (t.read_offset as usize).min(MARK_BYTES);
+        let mut verdict = None;
+        while let Some(t) = self.files.get_mut(&id) {
+            let want = chunk.min(left).min((size - t.read_offset) as usize);
+            if want == 0 {
+                hit_budget = t.read_offset < size;
+                break;
+            }
+            if self.batch.bytes >= self.opts.batch_max_bytes {
                 hit_budget = true;
                 break;
             }
-            let Some(t) = self.files.get_mut(&id) else { break };
-            let n = match file.read_at(&mut buf[..want], t.read_offset) {
-                Ok(0) => break,
+            let from = t.read_offset - mark_len as u64;
+            let n = match file.read_at(&mut buf[..mark_len + want], from) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -1375,31 +1508,40 @@ impl Tailer {
                     break;
                 }
             };
-            left -= n;
-            total += n as u64;
-            self.consume(id, &buf[..n]);
+            if mark_len > 0 {
+                if n < mark_len {
+                    // Shorter than the offset now: truncated since the `fstat`.
+                    verdict = Some(Verdict::Truncated);
+                    break;
+                }
+                if buf[..mark_len] != t.last_bytes[..] {
+                    verdict = Some(Verdict::Rewritten);
+                    break;
+                }
+            }
+            let data = mark_len..n;
+            mark_len = 0;
+            if data.is_empty() {
+                break;
+            }
+            left -= data.len();
+            total += data.len() as u64;
+            self.consume(id, &buf[data]);
         }
         self.buf = buf;
-        if let Some(t) = self.files.get_mut(&id) {
-            t.hot = hit_budget;
-            if total > 0 {
-                t.last_active = Instant::now();
-                t.quiet_polls = 0;
-                t.size = size.unwrap_or(0).max(t.read_offset);
-                self.telemetry
-                    .tail
-                    .file_lag_bytes
-                    .get_or_create(&FileLabels { path: t.path.display().to_string() })
-                    .set(t.size.saturating_sub(t.read_offset) as i64);
-                self.telemetry.bytes_read.inc_by(total);
-                self.telemetry
-                    .tail
-                    .file_bytes_read
-                    .get_or_create(&FileLabels { path: t.path.display().to_string() })
-                    .inc_by(total);
-            }
+        if let Some(t) = self.files.get_mut(&id)
+            && total > 0
+        {
+            t.last_active = Instant::now();
+            t.quiet_polls = 0;
+            t.size = size.max(t.read_offset);
+            t.unreported += total;
+            self.telemetry.bytes_read.inc_by(total);
         }
-        hit_budget
+        match verdict {
+            Some(v) => Err(v),
+            None => Ok(hit_budget),
+        }
     }
 
     /// Splits a chunk read at the file's read offset into lines and events, straight into the
@@ -1420,22 +1562,22 @@ impl Tailer {
         let mut joiner = t.joiner.take();
         let mut splitter = std::mem::replace(&mut t.splitter, LineSplitter::new(1));
         let emitted_before = t.emitted;
+        let valid = lines::valid_prefix(chunk);
         splitter.feed(chunk, start, |line| {
             lines_read += 1;
-            let (text, bad) = lines::to_text(line.bytes, max);
+            // Inside the chunk's valid prefix, on character boundaries (a cut at the cap may
+            // not be): valid as it is. Otherwise checked, and repaired, on its own.
+            let checked = line.at.and_then(|at| valid.get(at..at + line.bytes.len()));
+            let (text, bad) = match checked {
+                Some(s) => (std::borrow::Cow::Borrowed(s), false),
+                None => lines::to_text(line.bytes, max),
+            };
             invalid += u64::from(bad);
             match (&src.multiline, joiner.as_mut()) {
-                (Some(rule), Some(j)) => {
-                    j.push(rule, text, line.end, line.truncated, now, |e| emit_event(t, src, batch, tel, e, read_ns))
-                }
-                _ => emit_event(
-                    t,
-                    src,
-                    batch,
-                    tel,
-                    multiline::Event { text, end: line.end, truncated: line.truncated },
-                    read_ns,
-                ),
+                (Some(rule), Some(j)) => j.push(rule, text.into_owned(), line.end, line.truncated, now, |e| {
+                    emit_event(t, src, batch, tel, &e.text, e.end, e.truncated, read_ns)
+                }),
+                _ => emit_event(t, src, batch, tel, &text, line.end, line.truncated, read_ns),
             }
         });
         t.splitter = splitter;
@@ -1451,6 +1593,9 @@ impl Tailer {
 
     /// Multiline events whose flush timeout passed.
     fn flush_multiline(&mut self, now: Instant) {
+        if !self.joins_lines() {
+            return;
+        }
         let due: Vec<u64> = self
             .files
             .values()
@@ -1464,31 +1609,41 @@ impl Tailer {
         }
     }
 
+    /// Whether any source joins multiline events (otherwise no file holds one, and the
+    /// per-wake-up looks for due events are skipped).
+    fn joins_lines(&self) -> bool {
+        self.sources.iter().any(|s| s.multiline.is_some())
+    }
+
     /// One finished event outside the read path (flush timeout, end of a file).
     fn emit(&mut self, id: u64, ev: multiline::Event) {
         let Some(t) = self.files.get_mut(&id) else { return };
         let src = &self.sources[t.source];
-        emit_event(t, src, &mut self.batch, &self.telemetry.tail, ev, now_ns());
+        emit_event(t, src, &mut self.batch, &self.telemetry.tail, &ev.text, ev.end, ev.truncated, now_ns());
         self.batch.position(id, t.emitted);
     }
 }
 
-/// One finished event: filter, parse, label, and into the batch. The caller records the
-/// file's position in the batch (`t.emitted`).
+/// One finished event (a line, or joined lines ending at file offset `end`): filter, parse,
+/// label, and into the batch, encoded. The caller records the file's position in the batch
+/// (`t.emitted`).
+#[allow(clippy::too_many_arguments)]
 fn emit_event(
     t: &mut Tracked,
     src: &Source,
     batch: &mut BatchBuilder,
     tel: &crate::telemetry::TailTelemetry,
-    ev: multiline::Event,
+    text: &str,
+    end: u64,
+    truncated: bool,
     read_ns: i64,
 ) {
-    t.emitted = ev.end;
+    t.emitted = end;
     batch.started.get_or_insert_with(Instant::now);
-    if ev.truncated {
+    if truncated {
         tel.lines_truncated.inc();
     }
-    if !src.rules.keeps(&ev.text) {
+    if !src.rules.keeps(text) {
         tel.lines_filtered.inc();
         return;
     }
@@ -1496,7 +1651,7 @@ fn emit_event(
     let mut metadata = Vec::new();
     let mut ts = None;
     if src.rules.parses() {
-        let p = src.rules.parse(&ev.text);
+        let p = src.rules.parse(text);
         if p.parse_failed {
             tel.parse_failures.inc();
         }
@@ -1535,5 +1690,126 @@ fn emit_event(
             ts
         }
     };
-    batch.push(labels, Entry { ts, line: ev.text, metadata });
+    batch.push(labels, ts, text, &metadata);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tailer(dir: &Path) -> Tailer {
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let opts = TailOptions {
+            sources: vec![FileSource {
+                include: vec![format!("{}/*.log", logs.display())],
+                read_from: ReadFrom::Beginning,
+                ..FileSource::default()
+            }],
+            hostname: "test".into(),
+            batch_max_bytes: 1 << 20,
+            batch_max_wait: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(10),
+            // Never due by itself: the test says when the rescan happens.
+            rescan_interval: Duration::from_secs(3600),
+            max_open_files: 16,
+            state_dir: dir.join("state"),
+            checkpoint_interval: Duration::ZERO,
+        };
+        let telemetry = Telemetry::new(&mut prometheus_client::registry::Registry::default());
+        let (acks, _) = std_mpsc::channel();
+        let loaded = checkpoint::Loaded { records: vec![], next_id: 1, existed: false };
+        Tailer::new(opts, telemetry, loaded, acks).unwrap()
+    }
+
+    fn append(path: &Path, text: &str) {
+        std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Reads what inotify reported about `path` (waiting up to a deadline for it).
+    fn wait_for_hint(t: &mut Tailer, path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let hints = t.discovery.wait(Duration::from_millis(100));
+            if hints.written.iter().any(|p| p == path) {
+                t.hot.extend(hints.written.iter().filter_map(|p| t.by_path.get(p)));
+                return;
+            }
+            assert!(Instant::now() < deadline, "inotify never reported the write to {}", path.display());
+        }
+    }
+
+    /// A quiet file in a watched directory is not stat-polled: inotify's event is what gets it
+    /// read. If that event is lost, the full rescan (`rescan_interval`) still finds the new
+    /// lines.
+    #[test]
+    fn quiet_files_are_read_on_inotify_hints_and_at_the_rescan_when_events_are_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tailer(dir.path());
+        let file = dir.path().join("logs/a.log");
+        std::fs::write(&file, "one\n").unwrap();
+        t.discover();
+        t.poll();
+        t.read_hot();
+        assert_eq!(t.batch.lines, 1);
+        assert!(t.files.values().all(|f| f.watched), "inotify watches the directory");
+        for _ in 0..=QUIET_POLLS {
+            t.poll();
+        }
+        // Events from the first write and listing are not wanted here.
+        let _ = t.discovery.wait(Duration::ZERO);
+
+        // Written, and inotify says so: read at once.
+        append(&file, "two\n");
+        wait_for_hint(&mut t, &file);
+        t.read_hot();
+        assert_eq!(t.batch.lines, 2);
+        for _ in 0..=QUIET_POLLS {
+            t.poll();
+        }
+
+        // Written, and the event is lost (never read): the polls between rescans do not look
+        // at the quiet file...
+        append(&file, "three\n");
+        for _ in 0..QUIET_EVERY * 2 {
+            t.poll();
+            t.read_hot();
+        }
+        assert_eq!(t.batch.lines, 2, "a quiet file in a watched directory is not polled between rescans");
+        // ...the rescan does.
+        t.opts.rescan_interval = Duration::ZERO;
+        t.poll();
+        t.read_hot();
+        assert_eq!(t.batch.lines, 3, "the safety-net rescan read the line whose event was lost");
+        let (batch, positions) = t.batch.take();
+        assert_eq!(batch.lines, 3);
+        assert_eq!(positions.last().map(|p| p.offset), Some(14));
+    }
+
+    /// Quiet files in a directory inotify does not watch are polled every `QUIET_EVERY` polls,
+    /// as before inotify.
+    #[test]
+    fn quiet_files_in_unwatched_directories_are_still_polled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tailer(dir.path());
+        let file = dir.path().join("logs/a.log");
+        std::fs::write(&file, "one\n").unwrap();
+        t.discover();
+        t.poll();
+        t.read_hot();
+        for f in t.files.values_mut() {
+            // As if the watch could not be added (fs.inotify.max_user_watches reached).
+            f.watched = false;
+        }
+        for _ in 0..=QUIET_POLLS {
+            t.poll();
+        }
+        append(&file, "two\n");
+        for _ in 0..QUIET_EVERY {
+            t.poll();
+            t.read_hot();
+        }
+        assert_eq!(t.batch.lines, 2);
+    }
 }
