@@ -19,8 +19,8 @@ use crate::State;
 use osprey_agent::ops::{Check, HealthReport, ReloadHooks, ReloadMetrics, ReloadOutcome, Status};
 use osprey_config::CollectorConfig;
 use osprey_config::ops::{COLLECTOR_RESTART_KEYS, ReloadPlan};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Reload and lifecycle state shared by the handlers.
 pub struct Ops {
