@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = parse::parse_timestamp(&text, f);
         }
         if let Some(rule) = &rule {
-            joiner.push(rule, text, l.end, l.truncated, Instant::now(), |e| assert!(e.text.len() <= 64));
+            joiner.push(rule, text.into_owned(), l.end, l.truncated, Instant::now(), |e| assert!(e.text.len() <= 64));
         }
     };
     splitter.feed(a, 0, &mut on_line);

@@ -250,8 +250,10 @@ fn ingest(dir: &Path, total: usize, conns: usize) {
     std::fs::write(dir.join("raw_bytes"), raw_bytes.to_string()).expect("raw_bytes");
 
     let config = format!(
-        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[logs]\nfsync = \"batch\"\nflush_interval = \"10s\"\nmaintenance_interval = \"2s\"\nmerge_min_parts = 2\nmerge_max_parts = 16\nmerge_max_part_bytes = 4294967296\n",
-        dir.join("data").display().to_string()
+        "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[logs]\nfsync = \"batch\"\nflush_interval = \"10s\"\nmaintenance_interval = \"2s\"\nmerge_min_parts = 2\nmerge_max_parts = 16\nmerge_max_part_bytes = 4294967296\n{}",
+        dir.join("data").display().to_string(),
+        // More `[logs]` keys to compare settings, e.g. OSPREY_BENCH_LOGS='flush_zstd_level = 1'.
+        std::env::var("OSPREY_BENCH_LOGS").map(|s| s + "\n").unwrap_or_default()
     );
     std::fs::write(dir.join("collector.toml"), config).expect("config");
     let bin = std::env::var("OSPREY_BIN").unwrap_or_else(|_| "target/release/osprey".into());
