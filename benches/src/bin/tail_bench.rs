@@ -110,6 +110,8 @@ fn agent_config(dir: &Path, url: &str, include: &str, extra: &str) -> PathBuf {
         "data_dir = {:?}\nhostname = \"bench\"\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n[collector]\nurl = \"{url}\"\n\n[host_metrics]\nenabled = false\n\n[sources]\n{extra}\n[[sources.files]]\njob = \"bench\"\ninclude = [\"{include}\"]\nread_from = \"beginning\"\n",
         data.display().to_string()
     );
+    // More sections to compare settings, e.g. TAIL_BENCH_CONFIG=$'[pipeline]\nlog_requests_in_flight = 2'.
+    let cfg = cfg + &std::env::var("TAIL_BENCH_CONFIG").map(|s| format!("\n{s}\n")).unwrap_or_default();
     let path = dir.join("agent.toml");
     std::fs::write(&path, cfg).expect("write agent config");
     path
