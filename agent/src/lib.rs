@@ -57,12 +57,7 @@ impl Listener {
     /// changes; on error nothing did. Switching TLS on or off needs a restart. (The client side,
     /// `[collector.tls]`, is read when the sinks are built.)
     fn reload(&self, cfg: &AgentConfig) -> anyhow::Result<()> {
-        let files = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls);
-        let tls = match (&self.tls, files) {
-            (Some(_), Some(f)) => Some(f.server_config().map(|_| f)?),
-            (None, None) => None,
-            _ => anyhow::bail!("server.tls: switching TLS on or off needs a restart"),
-        };
+        let tls = osprey_server::tls::check_reload(self.tls.as_ref(), "server.tls", &cfg.server.tls)?;
         let token = read_metrics_token(cfg)?;
         if let (Some(running), Some(files)) = (&self.tls, tls) {
             running.reload_with(files)?;
@@ -76,11 +71,6 @@ impl Running {
     /// `https://ADDR` or `http://ADDR`.
     pub fn url(&self) -> String {
         format!("{}://{}", if self.listener.tls.is_some() { "https" } else { "http" }, self.addr)
-    }
-
-    /// The security half of a config reload for the agent's listener; see [`Listener::reload`].
-    pub fn reload_security(&self, cfg: &AgentConfig) -> anyhow::Result<()> {
-        self.listener.reload(cfg)
     }
 
     /// Stops reading, lets sinks deliver what is queued, saves the file checkpoints, and returns,

@@ -63,12 +63,7 @@ impl State {
     /// running settings stay. Switching TLS on or off needs a restart (the listener is already
     /// speaking one or the other).
     pub fn reload_security(&self, cfg: &CollectorConfig) -> anyhow::Result<()> {
-        let files = osprey_server::tls::TlsFiles::from_config("server.tls", &cfg.server.tls);
-        let tls = match (&self.tls, files) {
-            (Some(_), Some(f)) => Some(f.server_config().map(|_| f)?),
-            (None, None) => None,
-            _ => anyhow::bail!("server.tls: switching TLS on or off needs a restart"),
-        };
+        let tls = osprey_server::tls::check_reload(self.tls.as_ref(), "server.tls", &cfg.server.tls)?;
         let table = auth::TokenTable::from_config(cfg)?;
         if let (Some(running), Some(files)) = (&self.tls, tls) {
             running.reload_with(files)?;
@@ -97,11 +92,6 @@ impl Running {
     /// `https://ADDR` or `http://ADDR`.
     pub fn url(&self) -> String {
         format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
-    }
-
-    /// See [`State::reload_security`].
-    pub fn reload_security(&self, cfg: &CollectorConfig) -> anyhow::Result<()> {
-        self.state.reload_security(cfg)
     }
 
     /// Stops accepting, lets in-flight requests finish, and closes the stores (the WAL commits

@@ -28,6 +28,8 @@ pub enum TlsError {
     Content { key: String, path: PathBuf, what: String },
     #[error("{what}: {source}")]
     Rustls { what: String, source: rustls::Error },
+    #[error("{key}: switching TLS on or off needs a restart (the listener speaks one or the other)")]
+    Switch { key: String },
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -253,6 +255,25 @@ impl ReloadingTls {
                 }
             }
         });
+    }
+}
+
+/// The `[server.tls]` (`prefix`) of a reloaded config, checked against the TLS the listener
+/// runs (`running`) before anything changes: the files to hand to
+/// [`ReloadingTls::reload_with`], or `None` when TLS is off and stays off. Both roles' reloads
+/// use it, so a broken file or an on/off switch refuses the whole reload.
+pub fn check_reload(
+    running: Option<&Arc<ReloadingTls>>,
+    prefix: &str,
+    tls: &ServerTls,
+) -> Result<Option<TlsFiles>, TlsError> {
+    match (running, TlsFiles::from_config(prefix, tls)) {
+        (Some(_), Some(files)) => {
+            files.server_config()?;
+            Ok(Some(files))
+        }
+        (None, None) => Ok(None),
+        _ => Err(TlsError::Switch { key: prefix.into() }),
     }
 }
 
