@@ -41,6 +41,7 @@ impl StreamLines {
 
     /// Appends one line (or joined multiline event): nanoseconds since the epoch, the text, and
     /// its Loki structured metadata.
+    #[inline]
     pub fn push(&mut self, ts: i64, line: &str, metadata: &[(String, String)]) {
         crate::sink::loki::put_entry(&mut self.buf, ts, line, metadata);
         self.count += 1;

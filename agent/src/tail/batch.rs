@@ -28,28 +28,38 @@ impl BatchBuilder {
         BatchBuilder { pool: Some(pool), ..BatchBuilder::default() }
     }
 
-    /// Appends one line to its stream, encoded (see [`StreamLines::push`]).
+    /// Appends one line to its stream, encoded (see [`StreamLines::push`]). Inlined into the read
+    /// loop; finding another stream's buffer is out of line.
+    #[inline]
     pub fn push(&mut self, labels: &Arc<str>, ts: i64, line: &str, metadata: &[(String, String)]) {
         let idx = match &self.last {
             Some((l, i)) if Arc::ptr_eq(l, labels) => *i,
-            _ => {
-                let i = match self.index.get(labels) {
-                    Some(i) => *i,
-                    None => {
-                        let buf = self.pool.as_ref().map(BufferPool::take).unwrap_or_default();
-                        self.streams.push(StreamLines::with_buffer(labels.clone(), buf));
-                        self.index.insert(labels.clone(), self.streams.len() - 1);
-                        self.streams.len() - 1
-                    }
-                };
-                self.last = Some((labels.clone(), i));
-                i
-            }
+            _ => self.switch_stream(labels),
         };
         self.bytes += line.len();
         self.lines += 1;
-        self.streams[idx].push(ts, line, metadata);
+        if let Some(stream) = self.streams.get_mut(idx) {
+            stream.push(ts, line, metadata);
+        }
         self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// The index of the stream with `labels` (a new one if the batch has none yet), which
+    /// becomes the one consecutive lines of the same file go to without a map look-up.
+    #[cold]
+    #[inline(never)]
+    fn switch_stream(&mut self, labels: &Arc<str>) -> usize {
+        let i = match self.index.get(labels) {
+            Some(i) => *i,
+            None => {
+                let buf = self.pool.as_ref().map(BufferPool::take).unwrap_or_default();
+                self.streams.push(StreamLines::with_buffer(labels.clone(), buf));
+                self.index.insert(labels.clone(), self.streams.len() - 1);
+                self.streams.len() - 1
+            }
+        };
+        self.last = Some((labels.clone(), i));
+        i
     }
 
     /// The file `id` has been turned into events up to `end`.

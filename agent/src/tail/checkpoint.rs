@@ -293,7 +293,7 @@ impl Checkpointer {
 
     pub fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut dirty = false;
-        let mut last_write = Instant::now() - self.interval;
+        let mut last_write = Instant::now().checked_sub(self.interval).unwrap_or_else(Instant::now);
         loop {
             let msg = if dirty {
                 let wait = self.interval.saturating_sub(last_write.elapsed());

@@ -43,6 +43,23 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds of a process's live threads, summed by thread name (which part of the agent
+/// the CPU went to: the tailer, the sink's runtime workers, the checkpoint writer, ...).
+fn cpu_by_thread(pid: u32) -> Vec<(String, f64)> {
+    let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map_or("?", |(n, _)| n);
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *by.entry(name.to_string()).or_default() += ticks / 100.0;
+    }
+    by.into_iter().filter(|(_, s)| *s > 0.0).collect()
+}
+
 /// (VmRSS, VmHWM) in MiB.
 fn rss_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -209,18 +226,22 @@ fn throughput(to: &str, total: u64) {
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid);
+    let threads = cpu_by_thread(pid);
     let (_, peak) = rss_mib(pid);
     let lines_shipped = metric(&agent_url, "osprey_agent_lines_read_total");
+    let checkpoint_writes = metric(&agent_url, "osprey_agent_checkpoint_writes_total");
     let recv_cpu = cpu_seconds(receiver_pid) - recv_cpu0;
     let gib = bytes as f64 / (1024.0 * MIB);
     println!(
-        "throughput to {to}: {:.0} MiB in {secs:.1} s = {:.0} MiB/s, {:.0} lines/s ({lines} lines, {lines_shipped} read); agent CPU {cpu:.1} s = {:.2} CPU-s/GiB; peak agent RSS {peak:.1} MiB; {} CPU {recv_cpu:.1} s",
+        "throughput to {to}: {:.0} MiB in {secs:.1} s = {:.0} MiB/s, {:.0} lines/s ({lines} lines, {lines_shipped} read); agent CPU {cpu:.1} s = {:.2} CPU-s/GiB ({checkpoint_writes} checkpoint writes); peak agent RSS {peak:.1} MiB; {} CPU {recv_cpu:.1} s",
         bytes as f64 / MIB,
         bytes as f64 / MIB / secs,
         lines as f64 / secs,
         cpu / gib,
         if to == "receiver" { "receiver (in this process)" } else { "collector" },
     );
+    let threads: Vec<String> = threads.iter().map(|(n, s)| format!("{n} {s:.2}")).collect();
+    println!("agent CPU-s by thread: {}", threads.join(", "));
     if let Some(r) = receiver {
         println!("receiver: {} requests, {:.0} MiB compressed", r.requests(), r.bytes() as f64 / MIB);
     }
