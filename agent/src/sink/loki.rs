@@ -138,7 +138,7 @@ pub async fn run(
                         return (Delivery::Delivered, buffers);
                     }
                     let Buffers { compressed, encoder } = &mut buffers;
-                    let encoded: Vec<&[u8]> = batch.streams.iter_mut().map(|s| &*s.encoded()).collect();
+                    let encoded: Vec<&[u8]> = batch.streams.iter_mut().map(|s| s.encoded()).collect();
                     let range = compress_pieces(encoder, encoded.iter().copied(), compressed).unwrap_or(0..0);
                     let body = Bytes::copy_from_slice(&compressed[range]);
                     for s in batch.streams {
@@ -302,7 +302,8 @@ mod tests {
     type Entry = (i64, String, Vec<(String, String)>);
 
     fn streams() -> impl Strategy<Value = Vec<(String, Vec<Entry>)>> {
-        let entry = (any::<i64>(), "\\PC{0,40}", proptest::collection::vec(("[a-z]{0,5}", "\\PC{0,8}"), 0..3));
+        let entry =
+            (any::<i64>(), "\\PC{0,40}|[a-z ]{100,300}", proptest::collection::vec(("[a-z]{0,5}", "\\PC{0,8}"), 0..3));
         let stream = ("\\PC{0,30}", proptest::collection::vec(entry, 0..6));
         proptest::collection::vec(stream, 0..4)
     }
@@ -473,7 +474,7 @@ mod tests {
             let mut encoder = snap::raw::Encoder::new();
             let mut out = vec![0x5a; 17];
             for _ in 0..rounds {
-                let pieces: Vec<&[u8]> = batch.streams.iter_mut().map(|s| &*s.encoded()).collect();
+                let pieces: Vec<&[u8]> = batch.streams.iter_mut().map(|s| s.encoded()).collect();
                 let range = compress_pieces(&mut encoder, pieces.iter().copied(), &mut out).expect("compresses");
                 let back = snap::raw::Decoder::new().decompress_vec(&out[range]).expect("valid snappy");
                 prop_assert_eq!(&back, &whole);
