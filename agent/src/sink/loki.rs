@@ -139,7 +139,12 @@ pub async fn run(
                     }
                     let Buffers { compressed, encoder } = &mut buffers;
                     let encoded: Vec<&[u8]> = batch.streams.iter_mut().map(|s| s.encoded()).collect();
-                    let range = compress_pieces(encoder, encoded.iter().copied(), compressed).unwrap_or(0..0);
+                    let Some(range) = compress_pieces(encoder, encoded.iter().copied(), compressed) else {
+                        // Batches are bounded far below snappy's 4 GiB limit; refused for good
+                        // (counted with the refused lines) rather than sent empty.
+                        tracing::error!(bytes = batch.bytes, "a log batch is too large for one snappy block; dropped");
+                        return (Delivery::Refused(http::StatusCode::PAYLOAD_TOO_LARGE), buffers);
+                    };
                     let body = Bytes::copy_from_slice(&compressed[range]);
                     for s in batch.streams {
                         streams.give(s.into_buffer());
