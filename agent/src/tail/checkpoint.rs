@@ -10,7 +10,9 @@
 //! A single thread owns the records. The tailer tells it about files (`Track`, `Head`,
 //! `Release`); sinks finish batch receipts, which send `Acked` with the positions the batch
 //! covered. Receipts finish in batch order, so an offset only ever moves past lines that are
-//! stored by the receiver.
+//! stored by the receiver. The store is written at most once per `checkpoint_interval`
+//! (`pipeline.checkpoint_interval`, 25 ms by default): at full speed that is one fsynced write
+//! for a few dozen acknowledged batches instead of one each, which was ~6 % of the agent's CPU.
 
 use super::identity::Digest;
 use crate::telemetry::TailTelemetry;
