@@ -1629,8 +1629,8 @@ impl Tailer {
 /// (`t.emitted`).
 ///
 /// Inlined into the read loop, with parsing out of line: for a source without parsing (the
-/// common case) a line costs a few branches and its encoding, not a chain of calls (which were
-/// a tenth of the agent's CPU at full speed).
+/// common case) a line costs a few branches and its encoding, not a chain of calls. Splitting,
+/// checking and encoding are ~0.33 CPU-s per GiB of lines (`benches/benches/tail.rs`).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn emit_event(
