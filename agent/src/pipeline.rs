@@ -15,9 +15,8 @@ use std::sync::Arc;
 /// Lines of one stream (one label set), already in their wire form.
 ///
 /// Each line is encoded as it is read, straight into the stream's buffer, behind room left for
-/// the stream's header: what the Loki sink sends is then these bytes as they are (one stream in
-/// the batch, the common case at full speed) or concatenated (several). No `String` per line,
-/// no second pass over the lines.
+/// the stream's header: the Loki sink compresses these bytes as they are, stream after stream
+/// (`sink::loki::compress_pieces`). No `String` per line, no second pass over the lines.
 #[derive(Debug, Clone)]
 pub struct StreamLines {
     /// Canonical Loki label text, e.g. `{filename="/var/log/syslog", host="a", job="varlogs"}`.
@@ -26,8 +25,6 @@ pub struct StreamLines {
     /// `entries` (field 2 of `logproto.StreamAdapter`, each with its key and length).
     buf: Vec<u8>,
     room: usize,
-    /// Number of entries.
-    pub count: usize,
 }
 
 impl StreamLines {
@@ -36,7 +33,7 @@ impl StreamLines {
         let room = crate::sink::loki::stream_header_room(&labels);
         buf.clear();
         buf.resize(room, 0);
-        StreamLines { labels, buf, room, count: 0 }
+        StreamLines { labels, buf, room }
     }
 
     /// Appends one line (or joined multiline event): nanoseconds since the epoch, the text, and
@@ -44,7 +41,6 @@ impl StreamLines {
     #[inline]
     pub fn push(&mut self, ts: i64, line: &str, metadata: &[(String, String)]) {
         crate::sink::loki::put_entry(&mut self.buf, ts, line, metadata);
-        self.count += 1;
     }
 
     /// Bytes of encoded entries.

@@ -8,7 +8,7 @@ use osprey_collector::auth::{TokenTable, decide};
 use osprey_config::CollectorConfig;
 use osprey_config::collector::{Scope, Token};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConnection, ServerConnection};
+use rustls::{ClientConnection, ConnectionCommon, ServerConnection};
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -72,32 +72,23 @@ fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
 
 /// Moves TLS records from one end to the other until neither has anything to send.
 fn pump(client: &mut ClientConnection, server: &mut ServerConnection, buf: &mut Vec<u8>) {
-    loop {
-        let mut moved = false;
-        while client.wants_write() {
-            buf.clear();
-            client.write_tls(buf).expect("client write_tls");
-            let mut records = buf.as_slice();
-            while !records.is_empty() {
-                server.read_tls(&mut records).expect("server read_tls");
-                server.process_new_packets().expect("server process");
-            }
-            moved = true;
+    while send(client, server, buf) | send(server, client, buf) {}
+}
+
+/// Hands everything `from` wants to write to `to`; returns whether anything moved.
+fn send<A, B>(from: &mut ConnectionCommon<A>, to: &mut ConnectionCommon<B>, buf: &mut Vec<u8>) -> bool {
+    let mut moved = false;
+    while from.wants_write() {
+        buf.clear();
+        from.write_tls(buf).expect("write_tls");
+        let mut records = buf.as_slice();
+        while !records.is_empty() {
+            to.read_tls(&mut records).expect("read_tls");
+            to.process_new_packets().expect("process_new_packets");
         }
-        while server.wants_write() {
-            buf.clear();
-            server.write_tls(buf).expect("server write_tls");
-            let mut records = buf.as_slice();
-            while !records.is_empty() {
-                client.read_tls(&mut records).expect("client read_tls");
-                client.process_new_packets().expect("client process");
-            }
-            moved = true;
-        }
-        if !moved {
-            return;
-        }
+        moved = true;
     }
+    moved
 }
 
 fn connect(

@@ -35,6 +35,9 @@ const MAX_STORE_BYTES: usize = 256 << 20;
 pub struct Record {
     /// The tailer's id for this file (increasing; a truncated file gets a new id).
     pub id: u64,
+    /// Text, or a list of bytes for a name that is not UTF-8 (globs match those too, and JSON
+    /// strings cannot hold them).
+    #[serde(with = "path_json")]
     pub path: PathBuf,
     pub dev: u64,
     pub ino: u64,
@@ -43,6 +46,37 @@ pub struct Record {
     pub offset: u64,
     /// Digest of the bytes before `offset`.
     pub mark: Digest,
+}
+
+/// A path in the store's JSON: a string when it is UTF-8 (every store so far), otherwise its
+/// bytes. serde's own `PathBuf` support refuses non-UTF-8 paths, which made the whole store
+/// unwritable (and then unreadable) because of one file name.
+mod path_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_seq(path.as_os_str().as_bytes()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::Text(text) => PathBuf::from(text),
+            Repr::Bytes(bytes) => PathBuf::from(OsString::from_vec(bytes)),
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -350,6 +384,24 @@ mod tests {
             offset: 0,
             mark: Digest::default(),
         }
+    }
+
+    /// A file whose name is not UTF-8 is stored and loaded like any other (its name as bytes),
+    /// and does not make the store unwritable; UTF-8 names stay JSON strings.
+    #[test]
+    fn non_utf8_paths_round_trip() {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = rec(7);
+        let odd = Record { path: PathBuf::from(std::ffi::OsStr::from_bytes(b"/var/log/caf\xe9.log")), ..odd };
+        let plain = rec(8);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpointer::new(dir.path().to_path_buf(), 1, Duration::ZERO, telemetry());
+        cp.apply(Msg::Track(odd.clone()));
+        cp.apply(Msg::Track(plain.clone()));
+        let json = cp.body_json();
+        assert!(String::from_utf8_lossy(&json).contains("\"path\":\"/var/log/a.log\""));
+        let body: Body = serde_json::from_slice(&json).expect("the store's JSON parses");
+        assert_eq!(body.records, vec![odd, plain]);
     }
 
     /// The body assembled from cached per-record JSON is byte for byte what serializing the

@@ -1744,6 +1744,17 @@ mod tests {
         Tailer::new(opts, telemetry, loaded, acks).unwrap()
     }
 
+    /// A tailer that found `logs/a.log` and read its one line.
+    fn tailer_with_one_line(dir: &Path) -> (Tailer, PathBuf) {
+        let mut t = tailer(dir);
+        let file = dir.join("logs/a.log");
+        std::fs::write(&file, "one\n").unwrap();
+        t.discover();
+        t.poll();
+        t.read_hot();
+        (t, file)
+    }
+
     fn append(path: &Path, text: &str) {
         std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
     }
@@ -1767,12 +1778,7 @@ mod tests {
     #[test]
     fn quiet_files_are_read_on_inotify_hints_and_at_the_rescan_when_events_are_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = tailer(dir.path());
-        let file = dir.path().join("logs/a.log");
-        std::fs::write(&file, "one\n").unwrap();
-        t.discover();
-        t.poll();
-        t.read_hot();
+        let (mut t, file) = tailer_with_one_line(dir.path());
         assert_eq!(t.batch.lines, 1);
         assert!(t.files.values().all(|f| f.watched), "inotify watches the directory");
         for _ in 0..=QUIET_POLLS {
@@ -1813,12 +1819,7 @@ mod tests {
     #[test]
     fn quiet_files_in_unwatched_directories_are_still_polled() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = tailer(dir.path());
-        let file = dir.path().join("logs/a.log");
-        std::fs::write(&file, "one\n").unwrap();
-        t.discover();
-        t.poll();
-        t.read_hot();
+        let (mut t, file) = tailer_with_one_line(dir.path());
         for f in t.files.values_mut() {
             // As if the watch could not be added (fs.inotify.max_user_watches reached).
             f.watched = false;

@@ -276,7 +276,7 @@ fn parse_pipeline(src: &str) -> Result<Vec<Command>, String> {
                 Tok::Ident(n) if n == "__line__" => Operand::Line,
                 Tok::Ident(n) if n == "__timestamp__" => Operand::Timestamp,
                 Tok::Ident(n) => return Err(format!("function {n:?} used as an argument: wrap it in a pipeline")),
-                Tok::Pipe => unreachable!("split on pipes"),
+                Tok::Pipe => return Err("a '|' inside function arguments: close the call first".into()),
             });
         }
         let func = match func {

@@ -619,6 +619,17 @@ pub struct DecodedBlock {
 }
 
 impl DecodedBlock {
+    /// Every line of a skeleton block (header and skeleton in `buf`, the two value columns),
+    /// rebuilt in one sequential pass; `terminate` as in [`rebuild_all`].
+    fn rebuilt(mut buf: Vec<u8>, h: Header, short: &[u8], long: &[u8], terminate: bool) -> Result<Self, BlockError> {
+        let mut text = Vec::new();
+        let mut lines = Vec::new();
+        rebuild_all(&buf[h.body..], short, long, h.ts.len(), terminate, &mut text, &mut lines)?;
+        let text = String::from_utf8(text).or(malformed("lines are not UTF-8"))?;
+        buf.truncate(h.body);
+        Ok(Self::from_header(buf, h, text, lines))
+    }
+
     fn from_header(buf: Vec<u8>, h: Header, text: String, lines: Vec<(u32, u32)>) -> Self {
         DecodedBlock { buf, text, ts: h.ts, lines, meta_index: h.meta_index, meta_pairs: h.meta_pairs }
     }
@@ -636,14 +647,7 @@ impl DecodedBlock {
                 }
                 let short = decompressed(data[1], raw[1], true)?;
                 let long = decompressed(data[2], raw[2], true)?;
-                let n = h.ts.len();
-                let mut text = Vec::new();
-                let mut lines = Vec::new();
-                rebuild_all(&buf[h.body..], &short, &long, n, true, &mut text, &mut lines)?;
-                let text = String::from_utf8(text).or(malformed("lines are not UTF-8"))?;
-                let mut buf = buf;
-                buf.truncate(h.body);
-                Ok(Self::from_header(buf, h, text, lines))
+                Self::rebuilt(buf, h, &short, &long, true)
             }
         }
     }
@@ -776,13 +780,7 @@ impl DecodedBlock {
         let hi = h.ts.partition_point(|&t| t < end_ns);
         let Some(candidates) = candidates else {
             // No hint: every line in range, rebuilt in one sequential pass.
-            let mut text = Vec::new();
-            let mut lines = Vec::new();
-            rebuild_all(&buf[h.body..], &short, &long, n, false, &mut text, &mut lines)?;
-            let text = String::from_utf8(text).or(malformed("lines are not UTF-8"))?;
-            let mut buf = buf;
-            buf.truncate(h.body);
-            return Ok((Self::from_header(buf, h, text, lines), (lo as u32..hi as u32).collect()));
+            return Ok((Self::rebuilt(buf, h, &short, &long, false)?, (lo as u32..hi as u32).collect()));
         };
         let cols = Columns::new(&buf[h.body..], &short, &long, n)?;
         let mut text = Vec::new();
